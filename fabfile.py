@@ -1,0 +1,94 @@
+"""labhop: JupyterLab on a machine you reach over SSH, and the way to it.
+
+    fab provision serve              # this machine
+    fab -H internal provision serve  # a host from inventory.toml or ssh_config
+"""
+from __future__ import annotations
+
+import json
+
+from fabric import task
+
+from tasks.cli import edge, flag, open_session
+from tasks.executor import probe, read_file_tail
+from tasks.jupyter_config import render
+from tasks.passwords import read_password
+from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
+from tasks.server import hashed_password_for, status_of, token_for, url_for
+from tasks.errors import LabhopError
+
+
+@task(help={"dry-run": "probe the host and print the plan; change nothing"})
+@edge
+def provision(c, dry_run=False):
+    """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    s.apply(plan_provision(facts, s.settings), "provision", dry_run=dry_run)
+
+
+@task(help={
+    "public": "serve on all interfaces (or --ip) with a password, instead of localhost with a token",
+    "port": "port on the target (default 8888, or `port` in inventory.toml)",
+    "ip": "address to listen on (default 127.0.0.1; 0.0.0.0 with --public)",
+    "root-dir": "directory JupyterLab opens (default: the target user's home)",
+    "password-file": "file holding the --public password (else $LABHOP_PASSWORD, else a prompt)",
+    "dry-run": "probe the host and print the plan; change nothing",
+})
+@edge
+def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, dry_run=False):
+    """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
+    s = open_session(c, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir))
+    password = read_password(flag(password_file)) if s.settings.public else None
+    facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip)
+    credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
+    server = server_settings(facts, s.settings, **credentials)
+    s.apply(plan_serve(facts, s.settings, server), "serve", dry_run=dry_run)
+    if not dry_run:
+        s.report.say(f"open: {url_for(render(server), s.target.address)}")
+
+
+@task(help={"json": "print one JSON document (stable keys) instead of text"})
+@edge
+def status(c, json_=False):
+    """Is JupyterLab running on the target: pid, port, variant, URL, since when."""
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    st = status_of(s.target.name, facts, s.target.address)
+    if json_:
+        print(json.dumps(st.as_dict(), sort_keys=True))
+    elif st.running:
+        s.report.say(f"running: pid {st.pid}, port {st.port}, {st.variant}, since {st.since}")
+        s.report.say(f"open: {st.url}")
+    else:
+        s.report.say("not running")
+
+
+@task
+@edge
+def stop(c):
+    """Stop JupyterLab gracefully (stopping a stopped server is fine)."""
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    s.apply(plan_stop(facts), "stop")
+
+
+@task(help={"lines": "how many lines from the end of the server log (default 50)"})
+@edge
+def logs(c, lines=50):
+    """Print the tail of JupyterLab's log on the target."""
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    print(read_file_tail(s.c, layout_for(facts).log_file, int(lines)), end="")
+
+
+@task
+@edge
+def url(c):
+    """Print the URL to open (with the token for the localhost variant)."""
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    found = url_for(facts.config, s.target.address)
+    if not found:
+        raise LabhopError("no server configured here yet: run `fab serve` first")
+    print(found)

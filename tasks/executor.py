@@ -1,0 +1,137 @@
+"""The one place that talks to a target: probe facts, apply planned steps, over ``c.run``.
+
+``c`` is an invoke ``Context`` (local runs) or a Fabric ``Connection`` (``-H``);
+both offer ``run``. Every command is wrapped in ``sh -c`` so that plans speak
+POSIX sh whatever the user's login shell is, and every payload (file bodies,
+the probe script) travels on stdin, never in an argv.
+"""
+from __future__ import annotations
+
+import io
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from invoke.exceptions import Failure, UnexpectedExit
+
+from . import shell
+from .errors import LabhopError
+from .probe import PROBE_SOURCE, HostFacts, parse_facts, probe_args
+from .settings import HostSettings
+from .steps import Command, Skip, Step, WriteFile
+
+
+class _Payload(io.StringIO):
+    """stdin for ``c.run``: invoke reads a non-terminal stream one byte per 10 ms poll,
+    which made a 4 KB payload take 40 s; hand it over in large chunks instead."""
+
+    def read(self, size: Optional[int] = -1) -> str:
+        return super().read(-1 if size is None or size < 0 else max(size, 1 << 16))
+
+
+def payload(text: Optional[str]) -> Any:
+    return _Payload(text) if text is not None else False
+
+
+@dataclass
+class StepResult:
+    step: Step
+    changed: bool
+    seconds: float = 0.0
+
+
+@dataclass
+class ApplyResult:
+    results: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> list[StepResult]:
+        return [r for r in self.results if r.changed]
+
+
+def run(c: Any, command: str, *, stdin: Optional[str] = None, background: bool = False,
+        what: str = "command") -> Any:
+    """Run ``command`` under ``sh -c``; raise ``LabhopError`` with stderr's tail on failure."""
+    wrapped = "sh -c " + shell.q(command)
+    kwargs: dict[str, Any] = {"hide": True, "warn": True, "pty": False,
+                              "in_stream": payload(stdin)}
+    try:
+        result = c.run(wrapped, **kwargs)
+    except (UnexpectedExit, Failure) as exc:  # warn=True makes these rare; keep the result's words
+        raise LabhopError(f"{what} failed: {_tail(exc.result.stderr)}") from None
+    except Exception as exc:  # connection-level faults: name them in one line
+        raise LabhopError(describe_connection_error(exc)) from None
+    if result.exited != 0:
+        detail = _tail(result.stderr) or _tail(result.stdout) or f"exit status {result.exited}"
+        raise LabhopError(f"{what} failed (exit {result.exited}): {detail}")
+    return result
+
+
+def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None) -> HostFacts:
+    """All facts in one round trip: the probe script goes to the target's python3 on stdin."""
+    command = f"{shell.q(settings.python)} - {shell.q(probe_args(settings.prefix, settings.bin_dir, port, ip))}"
+    try:
+        result = c.run("sh -c " + shell.q(command), hide=True, warn=True, pty=False,
+                       in_stream=payload(PROBE_SOURCE))
+    except Exception as exc:
+        raise LabhopError(describe_connection_error(exc)) from None
+    if result.exited == 127:
+        raise LabhopError(f"no {settings.python} on the target (labhop needs Python >= 3.9 there; "
+                          f"set `python` in inventory.toml if it lives elsewhere)")
+    if result.exited != 0:
+        raise LabhopError(f"probing the target failed (exit {result.exited}): {_tail(result.stderr)}")
+    return parse_facts(result.stdout)
+
+
+def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
+          on_step: Optional[Callable[[StepResult], None]] = None) -> ApplyResult:
+    """Apply steps in order; stop at the first failure (LabhopError names the step)."""
+    outcome = ApplyResult()
+    started = time.monotonic()
+    for step in steps:
+        t0 = time.monotonic()
+        if isinstance(step, Skip) or dry_run:
+            result = StepResult(step, changed=False if isinstance(step, Skip) else True)
+        else:
+            if isinstance(step, WriteFile):
+                run(c, shell.atomic_write(step.path, step.mode), stdin=step.content, what=step.description)
+            elif isinstance(step, Command):
+                run(c, step.command, stdin=step.stdin, background=step.background, what=step.description)
+            result = StepResult(step, changed=True, seconds=time.monotonic() - t0)
+        outcome.results.append(result)
+        if on_step:
+            on_step(result)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def read_file_tail(c: Any, path: str, lines: int) -> str:
+    result = run(c, f"tail -n {int(lines)} {shell.q(path)} 2>/dev/null || true", what=f"read {path}")
+    return result.stdout
+
+
+def describe_connection_error(exc: BaseException) -> str:
+    """One line for the faults SSH connections raise (no paramiko import needed)."""
+    name = type(exc).__name__
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name ({exc.strerror or exc}); is it in inventory.toml or ssh_config?"
+    if name == "NoValidConnectionsError" or isinstance(exc, ConnectionRefusedError):
+        return f"connection refused: {exc}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"connection timed out: {exc}"
+    if name in ("AuthenticationException", "BadAuthenticationType", "PasswordRequiredException"):
+        return f"SSH authentication failed: {exc or 'key refused'}"
+    if name in ("BadHostKeyException",):
+        return f"host key mismatch: {exc}"
+    if name == "ChannelException" or name == "SSHException" or name == "ProxyCommandFailure":
+        return f"SSH failed: {exc}"
+    if isinstance(exc, OSError):
+        return f"connection failed: {exc.strerror or exc}"
+    return f"{name}: {exc}"
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    kept = [line for line in (text or "").strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)

@@ -1,0 +1,282 @@
+"""Plans: inventory settings + options + probed facts -> ordered steps.
+
+Pure. Every function here returns the steps needed to reach the wanted state,
+and a ``Skip`` with its reason for each part already in place, so that a second
+run changes nothing and says so.
+"""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import shell
+from .errors import LabhopError
+from .jupyter_config import ServerSettings, render
+from .layout import Layout, expand_home
+from .probe import MIN_PYTHON, HostFacts
+from .settings import HostSettings
+from .steps import Command, Skip, Step, WriteFile
+
+# What provision installs into the venv (distribution name -> requirement).
+PACKAGES = {"jupyterlab": "jupyterlab>=4,<5", "bcrypt": "bcrypt>=4.1", "rmate": "rmate"}
+PROFILE_BEGIN = "# >>> labhop >>>"
+PROFILE_END = "# <<< labhop <<<"
+READY_TIMEOUT = 90
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def extend(self, other: "Plan") -> None:
+        self.steps.extend(other.steps)
+        self.warnings.extend(other.warnings)
+
+
+def layout_for(facts: HostFacts) -> Layout:
+    return Layout(prefix=facts.prefix)
+
+
+def require_python(facts: HostFacts) -> None:
+    if not facts.python_ok:
+        have = ".".join(map(str, facts.python_version))
+        need = ".".join(map(str, MIN_PYTHON))
+        raise LabhopError(f"{facts.python_executable} is Python {have}; labhop needs Python >= {need} on the target")
+
+
+# -- provision ---------------------------------------------------------------------------------
+
+def plan_provision(facts: HostFacts, settings: HostSettings) -> Plan:
+    require_python(facts)
+    layout = layout_for(facts)
+    plan = Plan()
+    steps = plan.steps
+
+    if facts.prefix_exists:
+        steps.append(Skip(f"directory {layout.prefix}", "exists"))
+    else:
+        steps.append(Command(f"create {layout.prefix} (0700)", shell.mkdir_private(layout.prefix)))
+
+    wanted_version = ".".join(map(str, facts.python_version))
+    venv_ok = facts.venv_exists and facts.venv_version == wanted_version
+    if venv_ok:
+        steps.append(Skip(f"virtual environment {layout.venv}", f"exists (Python {wanted_version})"))
+    else:
+        why = "create" if not facts.venv_exists else f"recreate (was Python {facts.venv_version})"
+        steps.append(Command(
+            f"{why} virtual environment {layout.venv} with Python {wanted_version}",
+            shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv])))
+
+    missing = [name for name in PACKAGES if not (venv_ok and name in facts.venv_packages)]
+    if missing:
+        steps.append(install_step(facts, layout, missing))
+    else:
+        versions = ", ".join(f"{n} {facts.venv_packages[n]}" for n in PACKAGES)
+        steps.append(Skip("install JupyterLab, bcrypt, rmate", f"installed ({versions})"))
+
+    plan.extend(plan_rmate_on_path(facts, layout))
+    return plan
+
+
+def install_step(facts: HostFacts, layout: Layout, missing: list[str]) -> Command:
+    """Install the missing packages from the index, with uv when it can be had.
+
+    uv installs JupyterLab several times faster than pip; it comes from the
+    target's PATH or as a wheel into the venv, and pip is the fallback.
+    """
+    requirements = [PACKAGES[name] for name in missing]
+    uv_in_venv = layout.venv_bin("uv")
+    pip = [layout.venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+    if facts.uv:
+        install = shell.join([facts.uv, "pip", "install", "--quiet", "--python", layout.venv_python, *requirements])
+    else:
+        install = (
+            f"{{ {shell.join([*pip, 'uv'])} >/dev/null 2>&1 && "
+            f"{shell.join([uv_in_venv, 'pip', 'install', '--quiet', '--python', layout.venv_python, *requirements])}; }} || "
+            f"{shell.join([*pip, *requirements])}"
+        )
+    return Command(f"install {', '.join(missing)} into {layout.venv}", install)
+
+
+def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:
+    """Link rmate into bin_dir and make sure a login shell finds it there."""
+    plan = Plan()
+    target = layout.venv_bin("rmate")
+    link = posixpath.join(facts.bin_dir, "rmate")
+    if facts.rmate_link == target:
+        plan.steps.append(Skip(f"link {link}", f"points to {target}"))
+    elif facts.rmate_link is not None and not facts.rmate_link.startswith(facts.prefix):
+        # Someone else's rmate: never replace what labhop did not put there.
+        plan.steps.append(Skip(f"link {link}", f"left alone: {facts.rmate_link} is not labhop's"))
+        plan.warnings.append(f"{link} exists and is not labhop's; `rmate` may not be the one labhop installed")
+    else:
+        plan.steps.append(Command(f"link {link} -> {target}",
+                                  f"mkdir -p {shell.q(facts.bin_dir)} && ln -sfn {shell.q(target)} {shell.q(link)}"))
+
+    on_path = facts.login_path is not None and facts.bin_dir in facts.login_path.split(":")
+    profile = login_profile(facts)
+    if on_path:
+        plan.steps.append(Skip(f"{facts.bin_dir} on the login PATH", "already there"))
+    elif facts.profiles.get(profile):
+        plan.steps.append(Skip(f"{facts.bin_dir} on the login PATH", f"~/{profile} has labhop's block"))
+    else:
+        block = (f"{PROFILE_BEGIN}\ncase \":$PATH:\" in *:{shell.q(facts.bin_dir)}:*) ;; "
+                 f"*) PATH={shell.q(facts.bin_dir)}:\"$PATH\"; export PATH ;; esac\n{PROFILE_END}\n")
+        path = posixpath.join(facts.home, profile)
+        plan.steps.append(Command(f"add {facts.bin_dir} to the login PATH in ~/{profile}",
+                                  f"printf '\\n%s' {shell.q(block)} >> {shell.q(path)}"))
+    return plan
+
+
+def login_profile(facts: HostFacts) -> str:
+    """The profile file the user's login shell reads first (the one to append to)."""
+    if facts.shell.endswith("zsh"):
+        return ".zprofile"
+    for name in (".bash_profile", ".bash_login"):
+        if facts.shell.endswith("bash") and name in facts.profiles:
+            return name
+    return ".profile"
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+def server_settings(facts: HostFacts, settings: HostSettings, *, token: Optional[str],
+                    hashed_password: Optional[str], certfile: Optional[str] = None,
+                    keyfile: Optional[str] = None) -> ServerSettings:
+    return ServerSettings(
+        ip=settings.ip, port=settings.port, root_dir=expand_home(settings.root_dir, facts.home),
+        public=settings.public, token=None if settings.public else token,
+        hashed_password=hashed_password if settings.public else None,
+        allow_root=facts.is_root, certfile=certfile, keyfile=keyfile)
+
+
+def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
+               *, ready_timeout: int = READY_TIMEOUT) -> Plan:
+    plan = plan_provision(facts, settings)
+    layout = layout_for(facts)
+    if facts.is_root:
+        plan.warnings.append("the target user is root: Jupyter runs with allow_root; a normal user is safer")
+
+    config = render(server)
+    config_changed = config != facts.config
+    if config_changed:
+        plan.steps.append(WriteFile(f"write {layout.config_file}", layout.config_file, config, 0o600))
+    else:
+        plan.steps.append(Skip(f"write {layout.config_file}", "unchanged"))
+
+    running = facts.server.alive
+    if running and not config_changed:
+        plan.steps.append(Skip("start JupyterLab", f"already running with this config (pid {facts.server.pid})"))
+        return plan
+    if running:
+        plan.steps.append(stop_step(facts, "restart: stop JupyterLab (config changed)"))
+    elif facts.port_free is False:
+        raise LabhopError(f"port {server.port} on {server.ip} is busy on the target; "
+                          f"pick another with --port")
+    plan.steps.append(start_step(facts, layout, server))
+    plan.steps.append(wait_step(layout, server, ready_timeout))
+    return plan
+
+
+def launch_command(facts: HostFacts, layout: Layout, server: ServerSettings, *, under_tmux: bool) -> str:
+    """The process itself: records its pid, then becomes jupyter lab (exec) with its own config dir.
+
+    Under tmux stdin stays on the pane's tty: tmux closes (SIGHUPs) a pane as soon as
+    no process holds its tty any more, which a full redirection would do.
+    """
+    lab_dir = posixpath.join(facts.home, ".jupyter", "lab")
+    env = [
+        f"JUPYTER_CONFIG_DIR={layout.config_dir}",
+        # Keep the user's JupyterLab settings and workspaces where they always were.
+        f"JUPYTERLAB_SETTINGS_DIR={posixpath.join(lab_dir, 'user-settings')}",
+        f"JUPYTERLAB_WORKSPACES_DIR={posixpath.join(lab_dir, 'workspaces')}",
+    ]
+    return (f"cd {shell.q(server.root_dir)} && echo $$ > {shell.q(layout.pid_file)} && "
+            f"exec env {shell.join(env)} {shell.q(layout.venv_bin('jupyter'))} lab "
+            f">> {shell.q(layout.log_file)} 2>&1" + ("" if under_tmux else " < /dev/null"))
+
+
+def start_step(facts: HostFacts, layout: Layout, server: ServerSettings) -> Command:
+    inner = shell.join(["sh", "-c", launch_command(facts, layout, server, under_tmux=bool(facts.tmux))])
+    rotate = (f"rm -f {shell.q(layout.pid_file)} && "
+              f"{{ [ ! -f {shell.q(layout.log_file)} ] || mv -f {shell.q(layout.log_file)} {shell.q(layout.log_file + '.1')}; }} && "
+              f"(umask 077 && : > {shell.q(layout.log_file)})")
+    if facts.tmux:
+        name = layout.session_name
+        command = (f"{rotate} && {{ {shell.q(facts.tmux)} kill-session -t {shell.q('=' + name)} 2>/dev/null; true; }} && "
+                   f"{shell.q(facts.tmux)} new-session -d -s {shell.q(name)} {shell.q(inner)}")
+        return Command(f"start JupyterLab in tmux session {name} on {server.ip}:{server.port}", command)
+    command = f"{rotate} && nohup {inner} > /dev/null 2>&1 < /dev/null &"
+    return Command(f"start JupyterLab with nohup on {server.ip}:{server.port} (tmux not found)", command,
+                   background=True)
+
+
+WAIT_SOURCE = r'''
+import os, ssl, sys, time, urllib.request, urllib.error
+url, pid_file, log_file, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+context = ssl._create_unverified_context()  # our own self-signed cert, on our own host
+deadline = time.monotonic() + timeout
+def tail():
+    try:
+        with open(log_file, errors="replace") as f: return "".join(f.readlines()[-15:])
+    except OSError: return "(no log)"
+def alive():
+    try:
+        pid = int(open(pid_file).read())
+    except (OSError, ValueError):
+        return True  # not written yet
+    return os.path.exists("/proc/%d" % pid) or not os.path.isdir("/proc")
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen(url, timeout=2, context=context); sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)  # it answers HTTP: up
+    except Exception:
+        pass
+    if not alive():
+        sys.stderr.write("JupyterLab exited during start-up; log tail:\n" + tail()); sys.exit(1)
+    time.sleep(0.2)
+sys.stderr.write("JupyterLab did not answer %s within %ds; log tail:\n%s" % (url, timeout, tail())); sys.exit(1)
+'''
+
+
+def probe_url(server: ServerSettings) -> str:
+    host = "127.0.0.1" if server.ip in ("0.0.0.0", "127.0.0.1") else server.ip
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{server.scheme}://{host}:{server.port}/api"
+
+
+def wait_step(layout: Layout, server: ServerSettings, timeout: int) -> Command:
+    argv = [layout.venv_python, "-c", WAIT_SOURCE, probe_url(server), layout.pid_file, layout.log_file, str(timeout)]
+    return Command(f"wait until JupyterLab answers (up to {timeout}s)", shell.join(argv))
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+STOP_SOURCE = r'''
+pid={pid}
+kill -TERM "$pid" 2>/dev/null || true
+i=0
+while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+rm -f {pid_file}
+{tmux_kill}
+true
+'''
+
+
+def stop_step(facts: HostFacts, description: str = "stop JupyterLab") -> Command:
+    layout = layout_for(facts)
+    tmux_kill = (f"{shell.q(facts.tmux)} kill-session -t {shell.q('=' + layout.session_name)} 2>/dev/null"
+                 if facts.tmux else "")
+    script = STOP_SOURCE.format(pid=shell.q(facts.server.pid), pid_file=shell.q(layout.pid_file), tmux_kill=tmux_kill)
+    return Command(f"{description} (pid {facts.server.pid})", script)
+
+
+def plan_stop(facts: HostFacts) -> Plan:
+    if not facts.server.alive:
+        return Plan(steps=[Skip("stop JupyterLab", "not running")])
+    return Plan(steps=[stop_step(facts)])

@@ -1,0 +1,61 @@
+"""The server's identity as seen from the controller: credentials, URL, status."""
+from __future__ import annotations
+
+import datetime
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from . import jupyter_config
+from .passwords import hash_for
+from .probe import HostFacts
+
+
+def token_for(facts: HostFacts) -> str:
+    """Keep the token already in the config (so re-runs change nothing), else a fresh one."""
+    return jupyter_config.stored_secrets(facts.config).token or secrets.token_hex(24)
+
+
+def hashed_password_for(facts: HostFacts, password: str) -> str:
+    return hash_for(password, jupyter_config.stored_secrets(facts.config).hashed_password)
+
+
+@dataclass(frozen=True)
+class Status:
+    host: str
+    running: bool
+    pid: Optional[int]
+    port: Optional[int]
+    variant: Optional[str]
+    url: Optional[str]
+    since: Optional[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def url_for(config_text: Optional[str], address: str, *, local_port: Optional[int] = None) -> Optional[str]:
+    """The URL to open: the token in it for the localhost variant, none for the public one."""
+    values = jupyter_config.read_settings(config_text)
+    port = jupyter_config.stored_port(config_text)
+    if port is None:
+        return None
+    scheme = "https" if "ServerApp.certfile" in values else "http"
+    public = "ServerApp.identity_provider_class" in values
+    if public:
+        return f"{scheme}://{address}:{port}/lab"
+    token = jupyter_config.stored_secrets(config_text).token
+    return f"{scheme}://127.0.0.1:{local_port or port}/lab?token={token}"
+
+
+def status_of(host: str, facts: HostFacts, address: str) -> Status:
+    values = jupyter_config.read_settings(facts.config)
+    variant = None
+    if facts.config:
+        variant = "public" if "ServerApp.identity_provider_class" in values else "localhost"
+    since = None
+    if facts.server.alive and facts.server.since:
+        since = datetime.datetime.fromtimestamp(facts.server.since, tz=datetime.timezone.utc).isoformat(timespec="seconds")
+    return Status(host=host, running=facts.server.alive, pid=facts.server.pid if facts.server.alive else None,
+                  port=jupyter_config.stored_port(facts.config), variant=variant,
+                  url=url_for(facts.config, address) if facts.server.alive else None, since=since)

@@ -1,0 +1,69 @@
+"""One host's effective settings: CLI flags over inventory over defaults.
+
+Pure: validation of what the user asked for happens here, before any connection.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+from .inventory import HostEntry
+from .layout import DEFAULT_BIN_DIR, DEFAULT_PREFIX
+
+DEFAULT_PORT = 8888
+LOCALHOST = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    prefix: str = DEFAULT_PREFIX
+    bin_dir: str = DEFAULT_BIN_DIR
+    python: str = "python3"
+    port: int = DEFAULT_PORT
+    ip: str = LOCALHOST
+    root_dir: str = "~"
+    public: bool = False
+    offline: bool = False
+
+
+def parse_port(value: object, where: str) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise UsageError(f"{where}: {value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{where}: port {port} is out of range 1-65535")
+    return port
+
+
+def resolve_settings(entry: Optional[HostEntry], *, port: Optional[object] = None, ip: Optional[str] = None,
+                     root_dir: Optional[str] = None, public: Optional[bool] = None,
+                     offline: Optional[bool] = None) -> HostSettings:
+    """Merge CLI values (``None`` = not given) over the inventory entry over defaults."""
+    e = entry or HostEntry(name="")
+
+    def pick(cli, inv, default):
+        return cli if cli is not None else (inv if inv is not None else default)
+
+    is_public = bool(pick(public, e.public, False))
+    chosen_port = parse_port(port, "--port") if port is not None else (e.port or DEFAULT_PORT)
+    chosen_ip = pick(ip, e.ip, ALL_INTERFACES if is_public else LOCALHOST)
+    try:
+        address = ipaddress.ip_address(chosen_ip)
+    except ValueError:
+        raise UsageError(f"--ip: {chosen_ip!r} is not an IP address") from None
+    if not is_public and not address.is_loopback:
+        raise UsageError(f"--ip {chosen_ip} listens beyond localhost: that needs --public (and a password)")
+    return HostSettings(
+        prefix=e.prefix or DEFAULT_PREFIX,
+        bin_dir=e.bin_dir or DEFAULT_BIN_DIR,
+        python=e.python or "python3",
+        port=chosen_port,
+        ip=chosen_ip,
+        root_dir=pick(root_dir, e.root_dir, "~"),
+        public=is_public,
+        offline=bool(pick(offline, e.offline, False)),
+    )

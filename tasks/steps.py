@@ -1,0 +1,45 @@
+"""The vocabulary of plans: every plan is an ordered list of these steps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class Command:
+    """A shell command to run on the target.
+
+    ``stdin`` feeds data that must never appear in an argv (secrets, file bodies).
+    """
+
+    description: str
+    command: str
+    stdin: Optional[str] = None
+    # pty=False and no waiting on output: for commands that leave a process behind.
+    background: bool = False
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Write ``content`` to ``path`` atomically with ``mode`` (content travels on stdin)."""
+
+    description: str
+    path: str
+    content: str
+    mode: int = 0o600
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A step that is not needed, with the reason (reported, never run)."""
+
+    description: str
+    reason: str
+
+
+Step = Union[Command, WriteFile, Skip]
+
+
+def changes(steps: list[Step]) -> list[Step]:
+    """The steps that would change the target."""
+    return [s for s in steps if not isinstance(s, Skip)]
