@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from tasks.errors import UsageError
+from tasks.inventory import HostEntry
+from tasks.settings import resolve_settings
+
+
+def test_defaults_are_localhost_8888() -> None:
+    s = resolve_settings(None)
+    assert (s.ip, s.port, s.public, s.prefix) == ("127.0.0.1", 8888, False, "~/.labhop")
+
+
+def test_cli_beats_inventory() -> None:
+    entry = HostEntry(name="a", port=9000, root_dir="/data")
+    s = resolve_settings(entry, port="9100")
+    assert s.port == 9100 and s.root_dir == "/data"
+
+
+def test_public_listens_everywhere_by_default() -> None:
+    assert resolve_settings(None, public=True).ip == "0.0.0.0"
+    assert resolve_settings(HostEntry(name="a", public=True)).ip == "0.0.0.0"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"port": "http"}, "--port: 'http' is not a port number"),
+    ({"port": "0"}, "--port: port 0 is out of range 1-65535"),
+    ({"port": "65536"}, "out of range"),
+    ({"ip": "nowhere"}, "--ip: 'nowhere' is not an IP address"),
+    ({"ip": "0.0.0.0"}, "needs --public"),
+])
+def test_bad_flags(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        resolve_settings(None, **kwargs)
