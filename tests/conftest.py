@@ -1,0 +1,2 @@
+"""Session fixtures: real OpenSSH servers (tests/harness) shared by the integration tests."""
+from tests.harness.fixtures import *  # noqa: F401,F403
