@@ -16,15 +16,18 @@ from tasks.passwords import read_password
 from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
 from tasks.server import hashed_password_for, status_of, token_for, url_for
 from tasks.errors import LabhopError
+from tasks.outcome import observed
+
+JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"
 
 
-@task(help={"dry-run": "probe the host and print the plan; change nothing"})
+@task(help={"dry-run": "probe the host and print the plan; change nothing", "json": JSON_HELP})
 @edge
-def provision(c, dry_run=False):
+def provision(c, dry_run=False, json_=False):
     """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
-    s = open_session(c)
+    s = open_session(c, json_out=json_)
     facts = probe(s.c, s.settings)
-    s.apply(plan_provision(facts, s.settings), "provision", dry_run=dry_run)
+    return s.result(s.apply(plan_provision(facts, s.settings), "provision", dry_run=dry_run))
 
 
 @task(help={
@@ -34,43 +37,45 @@ def provision(c, dry_run=False):
     "root-dir": "directory JupyterLab opens (default: the target user's home)",
     "password-file": "file holding the --public password (else $LABHOP_PASSWORD, else a prompt)",
     "dry-run": "probe the host and print the plan; change nothing",
+    "json": JSON_HELP,
 })
 @edge
-def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, dry_run=False):
+def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, dry_run=False, json_=False):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
-    s = open_session(c, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir))
+    s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir))
     password = read_password(flag(password_file)) if s.settings.public else None
     facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip)
     credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
     server = server_settings(facts, s.settings, **credentials)
-    s.apply(plan_serve(facts, s.settings, server), "serve", dry_run=dry_run)
-    if not dry_run:
-        s.report.say(f"open: {url_for(render(server), s.target.address)}")
+    outcome = s.apply(plan_serve(facts, s.settings, server), "serve", dry_run=dry_run)
+    link = None if dry_run else url_for(render(server), s.target.address)
+    if link:
+        s.report.say(f"open: {link}")
+    return s.result(outcome, url=link)
 
 
-@task(help={"json": "print one JSON document (stable keys) instead of text"})
+@task(help={"json": JSON_HELP})
 @edge
 def status(c, json_=False):
     """Is JupyterLab running on the target: pid, port, variant, URL, since when."""
-    s = open_session(c)
+    s = open_session(c, json_out=json_)
     facts = probe(s.c, s.settings)
     st = status_of(s.target.name, facts, s.target.address)
-    if json_:
-        print(json.dumps(st.as_dict(), sort_keys=True))
-    elif st.running:
+    if st.running:
         s.report.say(f"running: pid {st.pid}, port {st.port}, {st.variant}, since {st.since}")
         s.report.say(f"open: {st.url}")
     else:
         s.report.say("not running")
+    return observed("status", st.as_dict())
 
 
-@task
+@task(help={"json": JSON_HELP})
 @edge
-def stop(c):
+def stop(c, json_=False):
     """Stop JupyterLab gracefully (stopping a stopped server is fine)."""
-    s = open_session(c)
+    s = open_session(c, json_out=json_)
     facts = probe(s.c, s.settings)
-    s.apply(plan_stop(facts), "stop")
+    return s.result(s.apply(plan_stop(facts), "stop"))
 
 
 @task(help={"lines": "how many lines from the end of the server log (default 50)"})

@@ -5,6 +5,7 @@ Domain errors become ``invoke.Exit`` (message on stderr, exit code, no traceback
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -15,6 +16,7 @@ from .connect import Target, resolve_target
 from .errors import LabhopError
 from .executor import ApplyResult, apply
 from .inventory import inventory_path, load_inventory
+from .outcome import HostResult, applied, document, failed
 from .plan import Plan
 from .report import Reporter
 from .settings import HostSettings, resolve_settings
@@ -25,6 +27,7 @@ class Session:
     target: Target
     settings: HostSettings
     report: Reporter
+    task: str = ""
 
     @property
     def c(self) -> Any:
@@ -34,21 +37,46 @@ class Session:
         for warning in plan.warnings:
             self.report.warn(warning)
         self.report.dry_run = dry_run
+        self.task = task
         outcome = apply(self.c, plan.steps, dry_run=dry_run, on_step=self.report.step)
         self.report.summary(task, outcome)
         return outcome
 
+    def result(self, outcome: ApplyResult, **data: Any) -> HostResult:
+        """What the last ``apply`` did here, for the fleet summary and ``--json``."""
+        changed = [r.step.description for r in outcome.changed]
+        return applied(self.target.name, self.task, changed, len(outcome.results) - len(changed),
+                       dry_run=self.report.dry_run, seconds=outcome.seconds, **data)
 
-def open_session(c: Any, **flags: Any) -> Session:
-    """Resolve the host (inventory first, then ssh_config) and its settings (flags over inventory)."""
+
+def open_session(c: Any, *, json_out: bool = False, **flags: Any) -> Session:
+    """Resolve the host (inventory first, then ssh_config) and its settings (flags over inventory).
+
+    ``json_out``: stdout is reserved for the ``--json`` document, so human text goes to stderr.
+    """
     inventory = load_inventory(inventory_path())
     target = resolve_target(c, inventory)
     settings = resolve_settings(target.entry, **flags)
-    return Session(target=target, settings=settings, report=Reporter(target.name))
+    report = Reporter(target.name, sys.stderr) if json_out else Reporter(target.name)
+    return Session(target=target, settings=settings, report=report)
 
 
 def host_label(c: Any) -> str:
     return getattr(c, "original_host", None) or "local"
+
+
+class HostFailed(Exit):
+    """A task failed on one host: ``reason`` is the one line; Fabric prints ``message``."""
+
+    def __init__(self, host: str, reason: str, code: int) -> None:
+        super().__init__(f"labhop: {host}: {reason}", code=code)
+        self.host = host
+        self.reason = reason
+
+
+# Set by tasks.fleet.FleetExecutor (selected in fabric.yaml): it collects the tasks'
+# results and prints the --json document itself. Without it, the edge prints it.
+executor_reports = False
 
 
 def edge(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,11 +85,19 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return func(c, *args, **kwargs)
+            result = func(c, *args, **kwargs)
         except LabhopError as exc:
-            raise Exit(f"labhop: {host_label(c)}: {exc}", code=exc.exit_code) from None
+            error = HostFailed(host_label(c), str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            raise Exit(f"labhop: {host_label(c)}: interrupted", code=130) from None
+            error = HostFailed(host_label(c), "interrupted", 130)
+        else:
+            if kwargs.get("json_") and not executor_reports and isinstance(result, HostResult):
+                print(json.dumps(document([result]), sort_keys=True), flush=True)
+            return result
+        if kwargs.get("json_") and not executor_reports:
+            print(json.dumps(document([failed(error.host, func.__name__, error.reason, error.code)]),
+                             sort_keys=True), flush=True)
+        raise error from None
 
     return wrapper
 

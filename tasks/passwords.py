@@ -7,6 +7,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,6 +18,10 @@ from .errors import UsageError
 PASSWORD_ENV = "LABHOP_PASSWORD"
 BCRYPT_MAX_BYTES = 72
 BCRYPT_ROUNDS = 12
+
+# A fleet run (fab -H a,b,c serve --public) asks once and uses the answer for every host.
+_PROMPT_LOCK = threading.Lock()
+_prompted: dict[Callable[[str], str], str] = {}
 
 
 def check_password(password: str, origin: str) -> str:
@@ -44,11 +49,14 @@ def read_password(password_file: Optional[str], *, environ: Optional[dict[str, s
     tty = sys.stdin.isatty() if interactive is None else interactive
     if not tty:
         raise UsageError(f"a password is required: use --password-file FILE or set ${PASSWORD_ENV} (no terminal to prompt on)")
-    first = prompt("labhop password for the public server: ")
-    second = prompt("again: ")
-    if first != second:
-        raise UsageError("the two passwords differ")
-    return check_password(first, "the prompt")
+    with _PROMPT_LOCK:
+        if prompt not in _prompted:
+            first = prompt("labhop password for the public server: ")
+            second = prompt("again: ")
+            if first != second:
+                raise UsageError("the two passwords differ")
+            _prompted[prompt] = check_password(first, "the prompt")
+        return _prompted[prompt]
 
 
 def matches(password: str, hashed: Optional[str]) -> bool:

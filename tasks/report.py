@@ -2,23 +2,28 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Optional, TextIO
 
 from .executor import ApplyResult, StepResult
 from .steps import Skip
 
 
 class Reporter:
-    def __init__(self, host: str, stream: TextIO = sys.stdout, *, dry_run: bool = False) -> None:
+    def __init__(self, host: str, stream: Optional[TextIO] = None, *, dry_run: bool = False) -> None:
         self.host = host
-        self.stream = stream
+        self._stream = stream
         self.dry_run = dry_run
 
+    @property
+    def stream(self) -> TextIO:
+        # Looked up when writing: the fleet executor swaps sys.stdout while hosts run at once.
+        return self._stream or sys.stdout
+
     def say(self, text: str) -> None:
-        print(f"[{self.host}] {text}", file=self.stream, flush=True)
+        _line(self.stream, f"[{self.host}] {text}")
 
     def warn(self, text: str) -> None:
-        print(f"[{self.host}] warning: {text}", file=sys.stderr, flush=True)
+        _line(sys.stderr, f"[{self.host}] warning: {text}")
 
     def step(self, result: StepResult) -> None:
         step = result.step
@@ -38,3 +43,9 @@ class Reporter:
             self.say(f"{task}: nothing to do, all {unchanged} step(s) already in place ({outcome.seconds:.1f}s)")
         else:
             self.say(f"{task}: {changed} changed, {unchanged} unchanged ({outcome.seconds:.1f}s)")
+
+
+def _line(stream: TextIO, text: str) -> None:
+    """One write per line: lines from hosts running at once never interleave mid-line."""
+    stream.write(text + "\n")
+    stream.flush()

@@ -51,19 +51,19 @@ def test_local_provision_serve_status_stop(local) -> None:
     assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(Path(ws.root, "prefix").stat().st_mode) == 0o700
 
-    status = json.loads(ws.fab("status", "--json").ok().stdout)
+    status = json.loads(ws.fab("status", "--json").ok().stdout)["results"][0]
     assert status["running"] is True and status["port"] == port and status["variant"] == "localhost"
     assert status["url"] == url
     assert os.path.exists(f"/proc/{status['pid']}")
 
     again = ws.fab("serve").ok()
     assert "already running with this config" in again.stdout
-    assert json.loads(ws.fab("status", "--json").ok().stdout)["pid"] == status["pid"]
+    assert json.loads(ws.fab("status", "--json").ok().stdout)["results"][0]["pid"] == status["pid"]
     assert ws.fab("url").ok().stdout.strip() == url
 
     assert "Jupyter Server" in ws.fab("logs", "--lines", "200").ok().stdout
 
     ws.fab("stop").ok()
     assert not os.path.exists(f"/proc/{status['pid']}")
-    assert json.loads(ws.fab("status", "--json").ok().stdout)["running"] is False
+    assert json.loads(ws.fab("status", "--json").ok().stdout)["results"][0]["running"] is False
     assert "not running" in ws.fab("stop").ok().stdout

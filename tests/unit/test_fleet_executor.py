@@ -1,0 +1,157 @@
+"""FleetExecutor inside a real Fabric program, with tasks that never open a connection.
+
+The hosts are only names here (Fabric creates a Connection lazily); what is under
+test is the executor: concurrency bound, prefixes, failures that do not stop the
+others, skip-after-failure, summary, --json, exit codes. Real SSH: tests/integration/test_fleet.py.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Optional
+
+import fabric
+import pytest
+from fabric import task
+from fabric.config import Config
+from fabric.main import Fab
+from invoke import Collection
+
+from tasks.cli import edge
+from tasks.errors import LabhopError, UsageError
+from tasks.fleet import FleetExecutor
+from tasks.outcome import applied
+
+state = {"active": 0, "peak": 0}
+lock = threading.Lock()
+barrier: Optional[threading.Barrier] = None
+
+
+@task
+@edge
+def work(c, json_=False, fail_on="", usage_on=""):
+    with lock:
+        state["active"] += 1
+        state["peak"] = max(state["peak"], state["active"])
+    try:
+        if barrier is not None:
+            barrier.wait()  # returns only when that many hosts run at the same time
+        print(f"working on {c.host}")
+        if c.host in fail_on.split(","):
+            raise LabhopError(f"connection refused on {c.host}")
+        if c.host in usage_on.split(","):
+            raise UsageError("--port: 'x' is not a port number")
+        return applied(c.host, "work", [f"step on {c.host}"], 1)
+    finally:
+        with lock:
+            state["active"] -= 1
+
+
+@task
+def crash(c):
+    raise RuntimeError("a bug, not a host fault")
+
+
+@task
+@edge
+def after(c):
+    print("after ran")
+    return applied(c.host, "after", [], 1)
+
+
+def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys, *, parallel: str = "8") -> tuple[int, str, str]:
+    monkeypatch.setenv("LABHOP_PARALLEL", parallel)
+    (tmp_path / "inventory.toml").write_text('[groups]\nlab = ["h1", "h2", "h3"]\n')
+    monkeypatch.setenv("LABHOP_INVENTORY", str(tmp_path / "inventory.toml"))
+    state.update(active=0, peak=0)
+    program = Fab(name="Fabric", version=fabric, executor_class=FleetExecutor, config_class=Config,
+                  namespace=Collection(work, crash, after))
+    code = 0
+    try:
+        program.run(["fab", *argv])
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def no_barrier():
+    global barrier
+    barrier = None
+    yield
+    barrier = None
+
+
+def test_hosts_run_at_once_with_prefixed_lines_and_a_summary(monkeypatch, tmp_path, capsys) -> None:
+    global barrier
+    barrier = threading.Barrier(3, timeout=10)
+    code, out, err = run(["-H", "@lab", "work"], monkeypatch, tmp_path, capsys)
+    assert code == 0, err
+    assert state["peak"] == 3
+    for host in ("h1", "h2", "h3"):
+        assert f"[{host}] working on {host}" in out.splitlines()
+    assert "labhop: work on 3 host(s): all ok" in out
+    assert [line.split()[:3] for line in out.splitlines() if line.startswith("h")] == \
+        [["h1", "work", "changed"], ["h2", "work", "changed"], ["h3", "work", "changed"]]
+
+
+def test_parallel_bound(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1,h2,h3,h4,h5", "work"], monkeypatch, tmp_path, capsys, parallel="2")
+    assert code == 0, err
+    assert state["peak"] <= 2
+
+
+def test_one_failure_does_not_stop_the_others(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1,h2,h3", "work", "--fail-on", "h2", "after"], monkeypatch, tmp_path, capsys)
+    assert code == 1
+    assert "[h2] failed: connection refused on h2" in err.splitlines()
+    assert "Traceback" not in out + err
+    rows = {tuple(line.split()[:3]) for line in out.splitlines() if line.startswith("h")}
+    assert rows == {("h1", "work", "changed"), ("h2", "work", "FAILED"), ("h3", "work", "changed"),
+                    ("h1", "after", "unchanged"), ("h2", "after", "SKIPPED"), ("h3", "after", "unchanged")}
+    assert out.count("after ran") == 2
+
+
+def test_usage_errors_everywhere_exit_2(monkeypatch, tmp_path, capsys) -> None:
+    code, _, err = run(["-H", "h1,h2", "work", "--usage-on", "h1,h2"], monkeypatch, tmp_path, capsys)
+    assert code == 2
+    assert "[h1] failed: --port: 'x' is not a port number" in err
+
+
+def test_unknown_group_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "@gpus", "work"], monkeypatch, tmp_path, capsys)
+    assert code == 2
+    assert err.strip() == f"labhop: {tmp_path / 'inventory.toml'}: no group 'gpus' (known: lab)"
+    assert state["peak"] == 0
+
+
+def test_bad_parallel_setting_exit_2(monkeypatch, tmp_path, capsys) -> None:
+    code, _, err = run(["-H", "h1", "work"], monkeypatch, tmp_path, capsys, parallel="none")
+    assert code == 2 and err.strip() == "labhop: $LABHOP_PARALLEL: 'none' is not a positive number of hosts"
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1,h2", "crash"], monkeypatch, tmp_path, capsys)
+    assert code == 1
+    assert "[h1] failed: unexpected RuntimeError: a bug, not a host fault" in err
+    assert "Traceback" not in err
+
+
+def test_json_document_alone_on_stdout(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1,h2,h3", "work", "--json", "--fail-on", "h3"], monkeypatch, tmp_path, capsys)
+    assert code == 1
+    doc = json.loads(out)  # the whole of stdout is one document
+    assert doc["ok"] is False and doc["exit_code"] == 1
+    assert [(r["host"], r["ok"], r["result"]) for r in doc["results"]] == \
+        [("h1", True, "changed"), ("h2", True, "changed"), ("h3", False, "failed")]
+    assert doc["results"][2]["error"] == "connection refused on h3"
+    assert "[h1] working on h1" in err and "HOST" in err  # human text and the table: stderr
+
+
+def test_single_host_keeps_plain_fabric_output(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1", "work", "--fail-on", "h1"], monkeypatch, tmp_path, capsys)
+    assert code == 1
+    assert out == "working on h1\n"  # no prefix added, no table for one host
+    assert err.strip() == "labhop: h1: connection refused on h1"
