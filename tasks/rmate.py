@@ -1,0 +1,137 @@
+"""rmate through the reverse tunnel: which port on the target, and the ~/.rmate.rc that points at it.
+
+Pure. ``rmate FILE`` on the target connects to localhost:52698 unless ``~/.rmate.rc``
+(``port: N``, read by both the Python and the Ruby rmate) or ``RMATE_PORT`` say
+otherwise. 52698 is taken as soon as a second user on a shared login node does the
+same, so labhop falls back to a free port and records it in ``~/.rmate.rc`` -- but
+only in a file it wrote itself (marked by ``RC_MARKER``), never in the user's own.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import LabhopError
+from .plan import Plan
+from .steps import Skip, WriteFile
+
+DEFAULT_PORT = 52698  # rmate's and the editors' (rsub, RemoteSubl, Remote VSCode) default
+RC_MARKER = "# written by labhop"
+
+# Runs on the target's python3 (source on stdin): is the wanted port free on the
+# loopback, a free port otherwise, and the current ~/.rmate.rc. One round trip.
+# The check binds instead of connecting, so nothing listening there is disturbed.
+PORTS_SOURCE = r'''
+import json, os, socket, sys
+wanted = int(sys.argv[1])
+def free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port)); return s.getsockname()[1]
+    except (IOError, OSError):
+        return None
+    finally:
+        s.close()
+rc_path = os.path.expanduser("~/.rmate.rc")
+try:
+    with open(rc_path) as f: rc = f.read(65536)
+except (IOError, OSError):
+    rc = None
+print(json.dumps({"wanted_free": free(wanted) is not None, "spare": free(0), "rc": rc, "rc_path": rc_path}))
+'''
+
+# Polls (bounded) until something listens on the loopback port: the sshd's end of -R.
+LISTENING_SOURCE = r'''
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+while True:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+    except (IOError, OSError):
+        sys.exit(0)  # taken: the reverse forward listens
+    finally:
+        s.close()
+    if time.time() > deadline:
+        sys.exit(3)
+    time.sleep(0.1)
+'''
+
+
+@dataclass(frozen=True)
+class TargetPorts:
+    wanted_free: bool
+    spare: Optional[int]
+    rc: Optional[str]
+    rc_path: str
+
+
+def parse_ports(stdout: str) -> TargetPorts:
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+        return TargetPorts(bool(data["wanted_free"]), data.get("spare"), data.get("rc"), str(data["rc_path"]))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise LabhopError(f"could not read the port check from the target ({exc})") from None
+
+
+def choose_remote_port(ports: TargetPorts, wanted: int = DEFAULT_PORT) -> int:
+    """The wanted port when free, else the free one the target found."""
+    if ports.wanted_free:
+        return wanted
+    if not ports.spare:
+        raise LabhopError(f"port {wanted} is taken on the target and no free port was found there")
+    return int(ports.spare)
+
+
+def rc_port(text: Optional[str]) -> Optional[int]:
+    """The port an rc file sets (``port: N`` or ``port = N``), if any."""
+    for line in (text or "").splitlines():
+        m = re.match(r"\s*port\s*[:=]\s*(\d+)\s*$", line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def is_labhops(text: Optional[str]) -> bool:
+    return text is not None and any(line.startswith(RC_MARKER) for line in text.splitlines())
+
+
+def render_rc(port: int) -> str:
+    return (f"{RC_MARKER} (fab rmate): rmate reaches your editor through the reverse tunnel on this port.\n"
+            f"# labhop rewrites this file; delete the first line to make it yours.\n"
+            f"port: {port}\n")
+
+
+def plan_rc(ports: TargetPorts, port: int) -> Plan:
+    """Make ``rmate`` on the target find ``port`` (from a login shell, without flags)."""
+    plan = Plan()
+    name = "~/.rmate.rc"
+    current = ports.rc
+    if current is None:
+        if port == DEFAULT_PORT:
+            plan.steps.append(Skip(name, f"not needed: rmate's default port {DEFAULT_PORT} is the forwarded one"))
+        else:
+            plan.steps.append(WriteFile(f"write {name} (port {port})", ports.rc_path, render_rc(port), 0o600))
+        return plan
+    if is_labhops(current):
+        if current == render_rc(port):
+            plan.steps.append(Skip(name, f"already says port {port}"))
+        else:
+            plan.steps.append(WriteFile(f"write {name} (port {port}, was {rc_port(current)})",
+                                        ports.rc_path, render_rc(port), 0o600))
+        return plan
+    theirs = rc_port(current)
+    effective = theirs if theirs is not None else DEFAULT_PORT
+    if effective == port:
+        plan.steps.append(Skip(name, f"yours, and it already leads to port {port}"))
+        return plan
+    plan.steps.append(Skip(name, "left alone: not written by labhop"))
+    plan.warnings.append(f"{posixpath.basename(ports.rc_path)} on the target is yours and makes rmate use port "
+                         f"{effective}, but the tunnel listens on {port}: run `rmate -p {port} FILE` there, "
+                         f"or set `port: {port}` in ~/.rmate.rc")
+    return plan
