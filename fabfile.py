@@ -9,6 +9,7 @@ import json
 
 from fabric import task
 
+from tasks.certs import plan_serve_tls, tls_request
 from tasks.cli import edge, flag, open_session
 from tasks.executor import probe, read_file_tail
 from tasks.jupyter_config import render
@@ -36,18 +37,30 @@ def provision(c, dry_run=False, json_=False):
     "ip": "address to listen on (default 127.0.0.1; 0.0.0.0 with --public)",
     "root-dir": "directory JupyterLab opens (default: the target user's home)",
     "password-file": "file holding the --public password (else $LABHOP_PASSWORD, else a prompt)",
+    "certfile": "with --public: your TLS certificate (PEM, on this machine) instead of a self-signed one",
+    "keyfile": "with --certfile: its private key (PEM, no passphrase)",
+    "insecure-http": "with --public: serve plain HTTP, no TLS (the password crosses the network readable)",
     "dry-run": "probe the host and print the plan; change nothing",
     "json": JSON_HELP,
 })
 @edge
-def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, dry_run=False, json_=False):
+def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
+          insecure_http=False, dry_run=False, json_=False):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
     s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir))
+    tls = tls_request(public=s.settings.public, certfile=flag(certfile), keyfile=flag(keyfile),
+                      insecure_http=insecure_http)
     password = read_password(flag(password_file)) if s.settings.public else None
     facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip)
     credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
-    server = server_settings(facts, s.settings, **credentials)
-    outcome = s.apply(plan_serve(facts, s.settings, server), "serve", dry_run=dry_run)
+    tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
+                                           s.target.entry.hostname, s.settings.ip])
+    server = server_settings(facts, s.settings, **credentials, certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)
+    plan = plan_serve(facts, s.settings, server, files=tls_plan.steps)
+    plan.warnings.extend(tls_plan.warnings)
+    outcome = s.apply(plan, "serve", dry_run=dry_run)
+    for line in tls_plan.report_lines():
+        s.report.say(line)
     link = None if dry_run else url_for(render(server), s.target.address)
     if link:
         s.report.say(f"open: {link}")

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from fabric import Connection
 
 from .errors import UsageError
+from .hostkeys import secure  # every hop's host key checked against known_hosts
 from .inventory import HostEntry, Inventory
 
 LOCAL = "local"
@@ -36,8 +37,8 @@ def resolve_target(c: Any, inventory: Inventory) -> Target:
     name = c.original_host
     entry = inventory.settings_for(name)
     if inventory.get(name) is None:
-        return Target(name=name, c=c, entry=entry, address=c.host)
-    cxn = connection_for(name, inventory, c.config, seen=())
+        return Target(name=name, c=secure(c), entry=entry, address=c.host)
+    cxn = secure(connection_for(name, inventory, c.config, seen=()))
     return Target(name=name, c=cxn, entry=entry, address=cxn.host)
 
 

@@ -115,6 +115,8 @@ def read_file_tail(c: Any, path: str, lines: int) -> str:
 def describe_connection_error(exc: BaseException) -> str:
     """One line for the faults SSH connections raise (no paramiko import needed)."""
     name = type(exc).__name__
+    if isinstance(exc, LabhopError):  # already one line (a refused host key, tasks/hostkeys.py)
+        return str(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host name ({exc.strerror or exc}); is it in inventory.toml or ssh_config?"
     if name == "NoValidConnectionsError" or isinstance(exc, ConnectionRefusedError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import shell
 from .errors import LabhopError
@@ -153,11 +153,14 @@ def server_settings(facts: HostFacts, settings: HostSettings, *, token: Optional
 
 
 def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
-               *, ready_timeout: int = READY_TIMEOUT) -> Plan:
+               *, ready_timeout: int = READY_TIMEOUT, files: Sequence[Step] = ()) -> Plan:
+    """``files``: steps for files the server reads at start (the TLS pair, tasks/certs.py);
+    when one of them changes, a running server is restarted to pick it up."""
     plan = plan_provision(facts, settings)
     layout = layout_for(facts)
     if facts.is_root:
         plan.warnings.append("the target user is root: Jupyter runs with allow_root; a normal user is safer")
+    plan.steps.extend(files)
 
     config = render(server)
     config_changed = config != facts.config
@@ -166,12 +169,14 @@ def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
     else:
         plan.steps.append(Skip(f"write {layout.config_file}", "unchanged"))
 
+    files_changed = any(not isinstance(step, Skip) for step in files)
     running = facts.server.alive
-    if running and not config_changed:
+    if running and not config_changed and not files_changed:
         plan.steps.append(Skip("start JupyterLab", f"already running with this config (pid {facts.server.pid})"))
         return plan
     if running:
-        plan.steps.append(stop_step(facts, "restart: stop JupyterLab (config changed)"))
+        why = "config changed" if config_changed else "TLS certificate changed"
+        plan.steps.append(stop_step(facts, f"restart: stop JupyterLab ({why})"))
     elif facts.port_free is False:
         raise LabhopError(f"port {server.port} on {server.ip} is busy on the target; "
                           f"pick another with --port")

@@ -70,6 +70,27 @@ for name in (".bash_profile", ".bash_login", ".profile", ".zprofile"):
         out["profiles"][name] = "# >>> labhop >>>" in text
 # Jupyter config and server.
 out["config"] = read(os.path.join(prefix, "jupyter", "jupyter_server_config.py"))
+# The public variant's TLS pair (tasks/certs.py): the certificate is public; of the key only a
+# digest travels back, and the target's own ssl module says whether the two belong together.
+tls_cert = os.path.join(prefix, "tls", "cert.pem"); tls_key = os.path.join(prefix, "tls", "key.pem")
+tls = {"cert": read(tls_cert), "key_sha256": None, "pair_ok": None}
+try:
+    import hashlib
+    with open(tls_key, "rb") as f: tls["key_sha256"] = hashlib.sha256(f.read()).hexdigest()
+except (IOError, OSError):
+    pass
+if tls["cert"] and tls["key_sha256"]:
+    try:
+        import ssl
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls_cert, tls_key); tls["pair_ok"] = True
+    except ImportError:
+        pass
+    except Exception:
+        tls["pair_ok"] = False
+out["tls"] = tls
+# The address SSH reached this host at: one of the names its certificate carries.
+ssh_connection = (os.environ.get("SSH_CONNECTION") or "").split()
+out["ssh_address"] = ssh_connection[2] if len(ssh_connection) == 4 else None
 pid_text = read(os.path.join(prefix, "server.pid"))
 server = {"pid": None, "alive": False, "since": None}
 if pid_text and pid_text.strip().isdigit():
