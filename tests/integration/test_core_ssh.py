@@ -50,12 +50,12 @@ def test_serve_localhost_token(remote) -> None:
     assert http_status(f"http://127.0.0.1:{port}/api/contents?token={token}") == 200
     assert http_status(f"http://127.0.0.1:{port}/api/contents") == 403
 
-    status = json.loads(ws.fab("status", "--json", host="target").ok().stdout)
+    status = json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]
     assert status == {**status, "running": True, "port": port, "variant": "localhost", "url": url, "host": "target"}
 
     again = ws.fab("serve", host="target").ok().stdout
     assert "already running with this config" in again
-    assert json.loads(ws.fab("status", "--json", host="target").ok().stdout)["pid"] == status["pid"]
+    assert json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]["pid"] == status["pid"]
 
 
 def test_serve_public_password_login(remote) -> None:
@@ -72,14 +72,14 @@ def test_serve_public_password_login(remote) -> None:
     assert login(base, "wrong password")[0] == 401
     assert PASSWORD not in out.output
 
-    status = json.loads(ws.fab("status", "--json", host="target").ok().stdout)
+    status = json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]
     assert status["variant"] == "public" and status["running"] is True
 
 
 def test_stop_is_idempotent(remote) -> None:
     ws, port, _ = remote
     ws.fab("stop", host="target").ok()
-    assert json.loads(ws.fab("status", "--json", host="target").ok().stdout)["running"] is False
+    assert json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]["running"] is False
     assert "not running" in ws.fab("stop", host="target").ok().stdout
     with pytest.raises(OSError):
         import socket
