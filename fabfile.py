@@ -27,6 +27,7 @@ JSON_HELP = "print one JSON document with every host's result on stdout (human t
 def provision(c, dry_run=False, json_=False):
     """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
     s = open_session(c, json_out=json_)
+    s.lock("provision", dry_run=dry_run)
     facts = probe(s.c, s.settings)
     return s.result(s.apply(plan_provision(facts, s.settings), "provision", dry_run=dry_run))
 
@@ -51,6 +52,7 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
     tls = tls_request(public=s.settings.public, certfile=flag(certfile), keyfile=flag(keyfile),
                       insecure_http=insecure_http)
     password = read_password(flag(password_file)) if s.settings.public else None
+    s.lock("serve", dry_run=dry_run)
     facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip)
     credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
     tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
@@ -87,6 +89,7 @@ def status(c, json_=False):
 def stop(c, json_=False):
     """Stop JupyterLab gracefully (stopping a stopped server is fine)."""
     s = open_session(c, json_out=json_)
+    s.lock("stop")
     facts = probe(s.c, s.settings)
     return s.result(s.apply(plan_stop(facts), "stop"))
 

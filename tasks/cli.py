@@ -4,18 +4,24 @@ Domain errors become ``invoke.Exit`` (message on stderr, exit code, no traceback
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import socket
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from invoke.exceptions import Exit
 
 from .connect import Target, resolve_target
 from .errors import LabhopError
-from .executor import ApplyResult, apply
+from .executor import ApplyResult, apply, hold_lock
 from .inventory import inventory_path, load_inventory
+from .layout import Layout
+from .lock import LOCK_WAIT, Owner, describe_holder, lock_command
 from .outcome import HostResult, applied, document, failed
 from .plan import Plan
 from .report import Reporter
@@ -28,10 +34,30 @@ class Session:
     settings: HostSettings
     report: Reporter
     task: str = ""
+    # What this session holds until its task ends (the target's lock): closed by ``edge``.
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def c(self) -> Any:
         return self.target.c
+
+    def lock(self, task: str, *, dry_run: bool = False) -> None:
+        """Take the target's lock (tasks/lock.py) until the task ends: runs on one target are
+        serialized from their probe to their last step. A dry run changes nothing and takes none."""
+        if dry_run:
+            return
+        owner = Owner(task=task, controller=socket.gethostname(), pid=os.getpid())
+        layout = Layout(self.settings.prefix)
+
+        def waiting(holder: dict[str, Any]) -> None:
+            self.report.say(f"waiting: {describe_holder(holder)} is working on this target; "
+                            f"this run goes on when it is done")
+
+        info = self.held.enter_context(hold_lock(
+            self.c, lock_command(self.settings.python, layout, owner), python=self.settings.python,
+            wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))
+        if info.get("created_prefix"):
+            self.report.say(f"  changed  create {layout.prefix} (0700), for labhop's lock")
 
     def apply(self, plan: Plan, task: str, *, dry_run: bool = False) -> ApplyResult:
         for warning in plan.warnings:
@@ -58,7 +84,25 @@ def open_session(c: Any, *, json_out: bool = False, **flags: Any) -> Session:
     target = resolve_target(c, inventory)
     settings = resolve_settings(target.entry, **flags)
     report = Reporter(target.name, sys.stderr) if json_out else Reporter(target.name)
-    return Session(target=target, settings=settings, report=report)
+    session = Session(target=target, settings=settings, report=report)
+    getattr(_task_sessions, "open", []).append(session)
+    return session
+
+
+# The sessions a task opened in this thread (the fleet runs hosts in threads): released by ``edge``.
+_task_sessions = threading.local()
+
+
+def _run_and_release(func: Callable[..., Any], c: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a task; whatever its sessions hold (the target's lock) is released when it ends, however."""
+    outer = getattr(_task_sessions, "open", None)
+    _task_sessions.open = []
+    try:
+        return func(c, *args, **kwargs)
+    finally:
+        opened, _task_sessions.open = _task_sessions.open, outer
+        for session in reversed(opened):
+            session.held.close()
 
 
 def host_label(c: Any) -> str:
@@ -85,7 +129,7 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            result = func(c, *args, **kwargs)
+            result = _run_and_release(func, c, *args, **kwargs)
         except LabhopError as exc:
             error = HostFailed(host_label(c), str(exc), exc.exit_code)
         except KeyboardInterrupt:

@@ -7,15 +7,18 @@ the probe script) travels on stdin, never in an argv.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import queue
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from invoke.exceptions import Failure, UnexpectedExit
 
-from . import shell
+from . import lock, shell
 from .errors import LabhopError
 from .probe import PROBE_SOURCE, HostFacts, parse_facts, probe_args
 from .settings import HostSettings
@@ -137,3 +140,97 @@ def describe_connection_error(exc: BaseException) -> str:
 def _tail(text: str, lines: int = 3) -> str:
     kept = [line for line in (text or "").strip().splitlines() if line.strip()][-lines:]
     return " | ".join(kept)
+
+
+# -- the target lock (tasks/lock.py): held by a process on the target for the whole run -----------
+
+class _HoldOpen:
+    """stdin for the lock holder: nothing to read (None) until released, then EOF ("")."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def read(self, size: Optional[int] = -1) -> Optional[str]:
+        return "" if self.released.is_set() else None
+
+
+class _Lines:
+    """out_stream for the lock holder: hands each complete line to ``on_line``."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.buffer = ""
+        self.on_line = on_line
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            self.on_line(line)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def hold_lock(c: Any, command: str, *, python: str, wait: float,
+              on_wait: Callable[[Any], None]) -> Iterator[dict[str, Any]]:
+    """Run the lock holder (``lock.lock_command``) in a thread over ``c``; yield once it holds the lock.
+
+    Leaving the block closes the holder's stdin, which releases the lock; so does this
+    process dying (the channel closes), which is what keeps the lock from going stale.
+    """
+    events: "queue.Queue[lock.LockEvent]" = queue.Queue()
+    stdin = _HoldOpen()
+    stderr = io.StringIO()
+    outcome: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        event = lock.parse_event(line)
+        if event is not None:
+            events.put(event)
+
+    def hold() -> None:
+        try:
+            outcome["result"] = c.run("sh -c " + shell.q(command), hide=False, warn=True, pty=False,
+                                      in_stream=stdin, out_stream=_Lines(on_line), err_stream=stderr)
+        except BaseException as exc:  # reported by the waiting thread, in one line
+            outcome["error"] = exc
+        finally:
+            events.put(lock.LockEvent("ended", None))
+
+    thread = threading.Thread(target=hold, name="labhop-lock", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + wait
+    holder: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                event = events.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise LabhopError(f"gave up after {int(wait)}s waiting for the target's lock, held by "
+                                      f"{lock.describe_holder(holder)}") from None
+                continue
+            if event.kind == "locked":
+                break
+            if event.kind == "waiting":
+                holder = event.value if isinstance(event.value, dict) else {}
+                on_wait(holder)
+            elif event.kind == "error":
+                raise LabhopError(str(event.value))
+            elif event.kind == "ended":
+                raise LabhopError(_lock_failure(outcome, stderr.getvalue(), python))
+        yield event.value
+    finally:
+        stdin.released.set()
+        thread.join(timeout=10)
+
+
+def _lock_failure(outcome: dict[str, Any], stderr: str, python: str) -> str:
+    if "error" in outcome:
+        return describe_connection_error(outcome["error"])
+    result = outcome.get("result")
+    exited = getattr(result, "exited", None)
+    if exited == 127:
+        return f"no {python} on the target (labhop needs Python >= 3.9 there; set `python` in inventory.toml)"
+    return f"taking labhop's lock on the target failed (exit {exited}): {_tail(stderr) or 'no output'}"

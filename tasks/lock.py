@@ -1,0 +1,129 @@
+"""One labhop run at a time per target prefix: a lock that spans the whole probe-plan-apply.
+
+Pure: the script that holds the lock on the target and the parsing of what it says.
+``executor.hold_lock`` runs it and keeps it alive while the run goes on.
+
+Why a process holding ``flock`` rather than a lock file with a pid in it: the holder is
+started over the run's own SSH connection and holds the lock until its stdin reaches EOF.
+EOF comes when the run releases it, and equally when the run dies (``kill -9`` of fab, a
+cut connection: sshd closes the channel). The kernel drops an ``flock`` with the last
+process holding it, so a lock can never go stale, and no pid has to be trusted across
+machines. The lock file records who holds it only so that a waiting run can say so.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import shell
+from .layout import Layout
+
+# How long a run waits for another one on the same target before giving up (an install
+# from scratch takes about a minute; a slow link several).
+LOCK_WAIT = 900
+
+# Runs on the target's python (any version from 2.7 on: a too old interpreter must still
+# get as far as the probe that names its version). argv[1]: JSON {path, prefix, owner}.
+# Prints one line per event: "waiting <owner json>", "locked <json>", "error <text>".
+LOCK_SOURCE = r'''
+import errno, fcntl, json, os, select, sys, time
+args = json.loads(sys.argv[1])
+def expand(p):
+    return os.path.join(os.path.expanduser("~"), p[2:]) if p.startswith("~/") else os.path.expanduser(p)
+prefix, path = expand(args["prefix"]), expand(args["path"])
+def say(kind, value):
+    sys.stdout.write(kind + " " + json.dumps(value) + "\n"); sys.stdout.flush()
+def fail(what, exc):
+    say("error", "cannot %s %s: %s" % (what, getattr(exc, "filename", None) or prefix,
+                                       os.strerror(exc.errno) if exc.errno else exc))
+    sys.exit(3)
+os.umask(0o077)
+created = False
+if not os.path.isdir(prefix):
+    try:
+        os.makedirs(prefix, 0o700); created = True
+    except OSError as exc:
+        if exc.errno != errno.EEXIST: fail("create", exc)
+try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+except OSError as exc:
+    # A read-only prefix that already has its lock file can still be locked (and probed):
+    # whether anything needs writing there is for the plan to say.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        fail("write below", exc)
+waited = False
+while True:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+    except (IOError, OSError) as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): fail("lock", exc)
+    if not waited:
+        try:
+            holder = json.loads(os.read(fd, 4096).decode() or "{}")
+            holder["age"] = time.time() - holder.get("since", time.time())  # the target's clock only
+        except (OSError, ValueError, TypeError, AttributeError):
+            holder = {}
+        say("waiting", holder); waited = True
+    # The run that started us gave up or died: stop waiting, never take the lock for nobody.
+    if select.select([sys.stdin], [], [], 0.2)[0] and not os.read(sys.stdin.fileno(), 65536):
+        sys.exit(0)
+owner = dict(args["owner"], holder_pid=os.getpid(), since=time.time())
+try:  # best effort: who holds the lock is for messages only (a full disk must not stop us here)
+    os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, json.dumps(owner).encode()); os.fsync(fd)
+except OSError:
+    pass
+say("locked", {"created_prefix": created, "waited": waited})
+while os.read(sys.stdin.fileno(), 65536):
+    pass
+'''
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who runs: shown to a run that has to wait."""
+
+    task: str
+    controller: str  # the controller's host name
+    pid: int  # fab's pid on the controller
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "controller": self.controller, "pid": self.pid}
+
+
+@dataclass(frozen=True)
+class LockEvent:
+    kind: str  # "waiting" | "locked" | "error"
+    value: Any
+
+
+def lock_command(python: str, layout: Layout, owner: Owner) -> str:
+    args = json.dumps({"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict()})
+    return shell.join([python, "-c", LOCK_SOURCE, args])
+
+
+def parse_event(line: str) -> Optional[LockEvent]:
+    """One line of the holder's output; anything else (a login banner) is None."""
+    kind, _, rest = line.strip().partition(" ")
+    if kind not in ("waiting", "locked", "error"):
+        return None
+    try:
+        return LockEvent(kind, json.loads(rest))
+    except ValueError:
+        return None
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """'`fab serve` (pid 41 on laptop, for 12s)' from what the lock file says."""
+    if not holder:
+        return "another labhop run"
+    task = holder.get("task") or "?"
+    parts = []
+    if holder.get("pid"):
+        parts.append(f"pid {holder['pid']} on {holder.get('controller') or '?'}")
+    age = holder.get("age")
+    if isinstance(age, (int, float)):
+        parts.append(f"for {max(0, int(age))}s")
+    return f"`fab {task}`" + (f" ({', '.join(parts)})" if parts else "")

@@ -1,0 +1,146 @@
+"""The target lock's holder script and the guard, run for real as local processes (python + flock)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tasks.guard import guarded
+from tasks.layout import Layout
+from tasks.lock import LockEvent, Owner, describe_holder, lock_command, parse_event
+
+
+def start_holder(prefix: Path, task: str = "serve", pid: int = 41) -> subprocess.Popen:
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task=task, controller="laptop", pid=pid))
+    return subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def next_event(proc: subprocess.Popen) -> LockEvent:
+    line = proc.stdout.readline()
+    event = parse_event(line)
+    assert event is not None, f"not an event: {line!r} (stderr: {proc.stderr.read() if proc.poll() is not None else ''})"
+    return event
+
+
+def test_parse_event_ignores_banners() -> None:
+    assert parse_event("Welcome to the cluster") is None
+    assert parse_event('locked {"created_prefix": true, "waited": false}') == LockEvent(
+        "locked", {"created_prefix": True, "waited": False})
+    assert parse_event("error \"cannot write below /x: Read-only file system\"").value.startswith("cannot write")
+    assert parse_event("waiting {broken") is None
+
+
+def test_describe_holder() -> None:
+    assert describe_holder({}) == "another labhop run"
+    assert describe_holder({"task": "provision", "pid": 7, "controller": "laptop", "age": 12.7}) == \
+        "`fab provision` (pid 7 on laptop, for 12s)"
+
+
+def test_second_run_waits_says_who_and_gets_the_lock_when_the_first_ends(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    first = start_holder(prefix, "provision", 41)
+    try:
+        assert next_event(first) == LockEvent("locked", {"created_prefix": True, "waited": False})
+        assert oct(prefix.stat().st_mode & 0o777) == "0o700"
+        assert oct((prefix / "lock").stat().st_mode & 0o777) == "0o600"
+        second = start_holder(prefix, "serve", 42)
+        try:
+            waiting = next_event(second)
+            assert waiting.kind == "waiting"
+            assert waiting.value["task"] == "provision" and waiting.value["pid"] == 41
+            assert waiting.value["holder_pid"] == json.loads((prefix / "lock").read_text())["holder_pid"]
+            time.sleep(0.5)
+            assert second.poll() is None  # still waiting: the first holds it
+            first.stdin.close()  # the first run ends (or dies: its channel closes the same way)
+            assert first.wait(timeout=5) == 0
+            assert next_event(second) == LockEvent("locked", {"created_prefix": False, "waited": True})
+            assert json.loads((prefix / "lock").read_text())["task"] == "serve"
+        finally:
+            second.stdin.close()
+            assert second.wait(timeout=5) == 0
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_waiter_whose_run_is_gone_stops_waiting_and_never_takes_the_lock(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    first = start_holder(prefix)
+    try:
+        assert next_event(first).kind == "locked"
+        second = start_holder(prefix)
+        assert next_event(second).kind == "waiting"
+        second.stdin.close()
+        assert second.wait(timeout=5) == 0
+        assert second.stdout.read() == ""  # never printed "locked"
+    finally:
+        first.stdin.close()
+        first.wait(timeout=5)
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    first = start_holder(prefix)
+    assert next_event(first).kind == "locked"
+    holder = json.loads((prefix / "lock").read_text())["holder_pid"]
+    os.kill(holder, signal.SIGKILL)  # the kernel drops the flock with its holder: no stale lock
+    first.wait(timeout=5)
+    second = start_holder(prefix)
+    try:
+        assert next_event(second).kind == "locked"
+    finally:
+        second.stdin.close()
+        second.wait(timeout=5)
+
+
+def test_an_unwritable_prefix_is_one_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = start_holder(blocker / "prefix")
+    event = next_event(proc)
+    assert event.kind == "error"
+    assert event.value == f"cannot create {blocker / 'prefix'}: Not a directory"
+    assert proc.wait(timeout=5) == 3
+
+
+def test_guard_passes_the_exit_status_through() -> None:
+    # stdin stays open while the run lives (the executor never closes it for these commands)
+    proc = subprocess.Popen(["sh", "-c", guarded(sys.executable, "echo out; exit 7")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.wait(timeout=20) == 7
+        assert proc.stdout.read() == "out\n"
+    finally:
+        proc.stdin.close()
+
+
+def test_guard_kills_the_command_and_its_children_when_the_run_goes_away(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    # A child of a child, like pip under `sh -c '{ pip ... } || pip ...'`.
+    command = f"sh -c 'echo $$ > {pid_file}; sleep 60' & wait"
+    proc = subprocess.Popen(["sh", "-c", guarded(sys.executable, command)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert os.path.exists(f"/proc/{grandchild}")
+    proc.stdin.close()  # what sshd does when the controller dies or the connection is cut
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
