@@ -288,13 +288,13 @@ class VerifyingPolicy(MissingHostKeyPolicy):
         if verdict.kind == "known":
             return
         if verdict.kind == "revoked":
-            raise HostKeyError(f"host key of {check.label} is revoked ({offered}, @revoked in "
+            raise HostKeyError(f"host key of {check.name} is revoked ({offered}, @revoked in "
                                f"{verdict.entry.where}); refusing to connect")  # type: ignore[union-attr]
         if verdict.kind == "changed":
             entry = verdict.entry
             assert entry is not None
             raise HostKeyError(
-                f"host key of {check.label} has CHANGED: it offers {offered}, {entry.where} has "
+                f"host key of {check.name} has CHANGED: it offers {offered}, {entry.where} has "
                 f"{fingerprint(entry.blob)}; refusing to connect (someone may be intercepting; if the host was "
                 f"reinstalled, check the new key, then `ssh-keygen -R {shlex.quote(check.name)} -f {entry.path}`)")
         others = (f"; known for it: {', '.join(type_label(t) for t in verdict.other_types)}"
@@ -309,11 +309,11 @@ class VerifyingPolicy(MissingHostKeyPolicy):
             if answer.lower() == "yes" or answer == fingerprint(blob):
                 self.record(key_type, blob)
                 return
-            raise HostKeyError(f"host key of {check.label} not accepted ({offered})")
+            raise HostKeyError(f"host key of {check.name} not accepted ({offered})")
         why = ("StrictHostKeyChecking is yes" if check.strict == "yes"
                else "StrictHostKeyChecking is ask and there is no terminal to ask on")
         raise HostKeyError(
-            f"host key of {check.label} is unknown ({offered}, not in {' '.join(check.files) or 'any file'}{others}) "
+            f"host key of {check.name} is unknown ({offered}, not in {' '.join(check.files) or 'any file'}{others}) "
             f"and {why}: check the fingerprint, then `ssh {check.host}` once, or set "
             f"StrictHostKeyChecking accept-new for it in ssh_config")
 
