@@ -18,6 +18,7 @@ from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server
 from tasks.server import hashed_password_for, status_of, token_for, url_for
 from tasks.errors import LabhopError
 from tasks.outcome import observed
+from tasks.tunnel import RMATE, TUNNEL, close_forwards, open_forwards, request_from_flags, status_data, status_lines
 
 JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"
 
@@ -81,7 +82,9 @@ def status(c, json_=False):
         s.report.say(f"open: {st.url}")
     else:
         s.report.say("not running")
-    return observed("status", st.as_dict())
+    for line in status_lines(s.target.name):
+        s.report.say(line)
+    return observed("status", {**st.as_dict(), "tunnels": status_data(s.target.name)})
 
 
 @task(help={"json": JSON_HELP})
@@ -113,3 +116,38 @@ def url(c):
     if not found:
         raise LabhopError("no server configured here yet: run `fab serve` first")
     print(found)
+
+
+@task(help={
+    "local-port": "port on this machine (default: the server's port; the next free one when it is busy)",
+    "bind": "address to listen on here (default 127.0.0.1; 0.0.0.0 shares the tunnel with your network)",
+    "background": "detach and return; `fab -H HOST tunnel --close` ends it",
+    "close": "end the tunnel this machine holds open to the host",
+    "rmate": "also open the reverse forward for rmate (see `fab --help rmate`), in the same ssh",
+    "editor-port": "with --rmate: the port your editor listens on here (default 52698)",
+})
+@edge
+def tunnel(c, local_port=None, bind=None, background=False, close=False, rmate=False, editor_port=None):
+    """Forward a local port to JupyterLab on the target through every jump host; check the URL, print it."""
+    request = request_from_flags(jupyter=True, rmate=rmate, local_port=flag(local_port), bind=flag(bind),
+                                 editor_port=flag(editor_port), background=background, close=close)
+    s = open_session(c, connect=not close)
+    if close:
+        return close_forwards(s, TUNNEL)
+    open_forwards(s, request, probe(s.c, s.settings))
+
+
+@task(help={
+    "editor-port": "the port your editor's rmate server listens on here (default 52698)",
+    "background": "detach and return; `fab -H HOST rmate --close` ends it",
+    "close": "end the rmate forward this machine holds open to the host",
+})
+@edge
+def rmate(c, editor_port=None, background=False, close=False):
+    """Forward rmate's port on the target back to your editor here, so `rmate FILE` there opens it here."""
+    request = request_from_flags(jupyter=False, rmate=True, editor_port=flag(editor_port),
+                                 background=background, close=close)
+    s = open_session(c, connect=not close)
+    if close:
+        return close_forwards(s, RMATE)
+    open_forwards(s, request, None)

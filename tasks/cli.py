@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from invoke.exceptions import Exit
 
-from .connect import Target, resolve_target
+from .connect import Target, open_chain, resolve_target
 from .errors import LabhopError
 from .executor import ApplyResult, apply, hold_lock
 from .inventory import inventory_path, load_inventory
@@ -75,13 +75,16 @@ class Session:
                        dry_run=self.report.dry_run, seconds=outcome.seconds, **data)
 
 
-def open_session(c: Any, *, json_out: bool = False, **flags: Any) -> Session:
+def open_session(c: Any, *, json_out: bool = False, connect: bool = True, **flags: Any) -> Session:
     """Resolve the host (inventory first, then ssh_config) and its settings (flags over inventory).
 
     ``json_out``: stdout is reserved for the ``--json`` document, so human text goes to stderr.
+    ``connect``: open the SSH chain now, hop by hop, so a failure names its hop (jump host or target).
     """
     inventory = load_inventory(inventory_path())
     target = resolve_target(c, inventory)
+    if connect and not target.is_local:
+        open_chain(target)
     settings = resolve_settings(target.entry, **flags)
     report = Reporter(target.name, sys.stderr) if json_out else Reporter(target.name)
     session = Session(target=target, settings=settings, report=report)

@@ -6,16 +6,23 @@ including the file given with ``-S``), ProxyJump included.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from fabric import Connection
 
-from .errors import UsageError
-from .hostkeys import secure  # every hop's host key checked against known_hosts
+from .errors import LabhopError, UsageError
+from .executor import describe_connection_error
+from .hostkeys import check_for, openssh_options, secure  # every hop's host key checked against known_hosts
 from .inventory import HostEntry, Inventory
+from .ssh_cli import Chain, Hop, hop_title
 
 LOCAL = "local"
+
+# paramiko logs a refused channel ("Secsh channel 0 open FAILED") on stderr through
+# logging's last-resort handler; open_chain reports it as one line naming the hop instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -24,6 +31,8 @@ class Target:
     c: Any  # invoke Context or fabric Connection
     entry: HostEntry
     address: str  # the host name to put in URLs for the public variant
+    # id(Connection) -> the name the user knows a hop by (inventory name / ssh_config alias)
+    hop_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -38,24 +47,31 @@ def resolve_target(c: Any, inventory: Inventory) -> Target:
     entry = inventory.settings_for(name)
     if inventory.get(name) is None:
         return Target(name=name, c=secure(c), entry=entry, address=c.host)
-    cxn = secure(connection_for(name, inventory, c.config, seen=()))
-    return Target(name=name, c=cxn, entry=entry, address=cxn.host)
+    names: dict[int, str] = {}
+    cxn = secure(connection_for(name, inventory, c.config, seen=(), names=names))
+    return Target(name=name, c=cxn, entry=entry, address=cxn.host, hop_names=names)
 
 
-def connection_for(name: str, inventory: Inventory, config: Any, seen: tuple[str, ...]) -> Connection:
+def connection_for(name: str, inventory: Inventory, config: Any, seen: tuple[str, ...],
+                   names: Optional[dict[int, str]] = None) -> Connection:
     """A Connection for an inventory name or ssh_config alias, with its jump chain as gateways."""
     if name in seen:
         raise UsageError(f"jump hosts loop: {' -> '.join([*seen, name])}")
     entry: Optional[HostEntry] = inventory.get(name)
+    names = {} if names is None else names
     if entry is None:  # an ssh_config alias (its own ProxyJump applies)
-        return Connection(name, config=config)
+        alias_cxn = Connection(name, config=config.clone())
+        names[id(alias_cxn)] = name
+        return alias_cxn
     gateway: Optional[Connection] = None
     for hop in entry.jump:
-        hop_cxn = connection_for(hop, inventory, config, seen=(*seen, name))
+        hop_cxn = connection_for(hop, inventory, config, seen=(*seen, name), names=names)
         if gateway is not None and hop_cxn.gateway is None:
             hop_cxn.gateway = gateway
         gateway = hop_cxn
-    kwargs: dict[str, Any] = {"config": config}
+    # A clone per hop: Fabric writes a host's ssh_config IdentityFile into the config's own
+    # connect_kwargs, which would hand one hop's key to every later hop (and to ssh -i).
+    kwargs: dict[str, Any] = {"config": config.clone()}
     if entry.user:
         kwargs["user"] = entry.user
     if entry.ssh_port:
@@ -64,4 +80,63 @@ def connection_for(name: str, inventory: Inventory, config: Any, seen: tuple[str
         kwargs["connect_kwargs"] = {"key_filename": [entry.identity_file]}
     if gateway is not None:
         kwargs["gateway"] = gateway
-    return Connection(entry.hostname or name, **kwargs)
+    cxn = Connection(entry.hostname or name, **kwargs)
+    names[id(cxn)] = name
+    return cxn
+
+
+# -- the chain of hops: one list for Fabric's connections and for the OpenSSH client ------------
+
+def chain_of(target: Target) -> list[tuple[str, Connection]]:
+    """(name, Connection) for every hop, outermost jump host first, the target last."""
+    if target.is_local:
+        return []
+    chain: list[tuple[str, Connection]] = []
+    cxn: Any = target.c
+    while isinstance(cxn, Connection):
+        name = target.name if cxn is target.c else target.hop_names.get(id(cxn), cxn.original_host)
+        chain.append((name, cxn))
+        cxn = cxn.gateway
+    return list(reversed(chain))
+
+
+def ssh_chain(target: Target) -> Chain:
+    """The same hops, users, ports, keys and ssh_config file as Fabric's, for the system ssh."""
+    hops: list[Hop] = []
+    connections = chain_of(target)
+    for index, (name, cxn) in enumerate(connections):
+        keys = cxn.connect_kwargs.get("key_filename") or []
+        proxy = cxn.gateway if index == 0 and isinstance(cxn.gateway, str) else None
+        hops.append(Hop(
+            name=name, alias=cxn.original_host, hostname=cxn.host, user=cxn.user, port=int(cxn.port),
+            identity_files=tuple([keys] if isinstance(keys, str) else keys),
+            connect_timeout=cxn.connect_timeout,
+            host_key_options=tuple(openssh_options(check_for(cxn))),
+            proxy_command=proxy))
+    return Chain(hops=tuple(hops), config_file=getattr(target.c.config, "_runtime_ssh_path", None))
+
+
+def open_chain(target: Target) -> None:
+    """Connect hop by hop, outermost first, so that a failure names the hop it happened at."""
+    connections = chain_of(target)
+    chain = ssh_chain(target)
+    for index, (_name, cxn) in enumerate(connections):
+        try:
+            cxn.open()
+        except Exception as exc:  # paramiko/socket faults: one line that says where
+            reason = describe_connection_error(exc)
+            if index > 0 and type(exc).__name__ == "ChannelException":
+                raise LabhopError(f"{connections[index - 1][0]} cannot reach {hop_title(chain, index)}: "
+                                  f"{_channel_reason(exc)}") from None
+            raise LabhopError(f"{hop_title(chain, index)}: {reason}") from None
+
+
+def close_chain(target: Target) -> None:
+    """Close the target's connection, then each jump host's, innermost first."""
+    for _name, cxn in reversed(chain_of(target)):
+        cxn.close()
+
+
+def _channel_reason(exc: BaseException) -> str:
+    text = getattr(exc, "text", None) or str(exc)
+    return f"the jump host's sshd could not connect ({text})"

@@ -122,12 +122,16 @@ def describe_connection_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host name ({exc.strerror or exc}); is it in inventory.toml or ssh_config?"
-    if name == "NoValidConnectionsError" or isinstance(exc, ConnectionRefusedError):
+    if name == "NoValidConnectionsError":  # paramiko: {(address, port): OSError} for each address tried
+        reasons = sorted({(e.strerror or str(e)) for e in getattr(exc, "errors", {}).values()})
+        where = ", ".join(sorted({f"{a[0]}:{a[1]}" for a in getattr(exc, "errors", {})}))
+        return f"cannot connect to {where or 'the SSH port'}: {'; '.join(reasons) or 'connection refused'}"
+    if isinstance(exc, ConnectionRefusedError):
         return f"connection refused: {exc}"
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"connection timed out: {exc}"
     if name in ("AuthenticationException", "BadAuthenticationType", "PasswordRequiredException"):
-        return f"SSH authentication failed: {exc or 'key refused'}"
+        return f"SSH authentication failed: {'no key or password offered was accepted' if name == 'AuthenticationException' else exc}"
     if name in ("BadHostKeyException",):
         return f"host key mismatch: {exc}"
     if name == "ChannelException" or name == "SSHException" or name == "ProxyCommandFailure":

@@ -1,0 +1,662 @@
+"""The laptop side: the OpenSSH client holding the forwards open, its pidfile, and the checks.
+
+``fab tunnel`` forwards a local port to JupyterLab on the target; ``fab rmate`` forwards a
+port on the target back to the editor here; ``tunnel --rmate`` does both in one ``ssh``.
+The ``ssh`` argv comes from ``ssh_cli`` (same hops as Fabric). Each forward is verified
+before it is reported: the local port listens, the server answers with the token through
+it, the target's end of the reverse forward listens. Otherwise the failing hop or step
+is named in one line and nothing is left running.
+
+State lives on this machine in ``$XDG_STATE_HOME/labhop`` (default ``~/.local/state/labhop``,
+0700): one JSON record per open forward (0600) and the ``ssh`` client's log.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from . import jupyter_config
+from . import rmate as rmate_mod
+from . import shell
+from .connect import close_chain, ssh_chain
+from .errors import LabhopError, UsageError
+from .executor import apply as apply_steps
+from .executor import run as run_on_target
+from .probe import HostFacts
+from .ssh_cli import (Chain, Forwards, LocalForward, RemoteForward, explain_failure, forward_failure,
+                      forward_host, tunnel_argv)
+
+STATE_SUBDIR = "labhop"
+READY_TIMEOUT = 30.0  # for the whole chain to connect and the forward to listen
+PORT_TRIES = 100  # how far past a busy local port to look for a free one
+TUNNEL, RMATE = "tunnel", "rmate"
+
+
+# -- where state lives -------------------------------------------------------------------------
+
+def state_dir(environ: Optional[dict[str, str]] = None, *, create: bool = True) -> Path:
+    """``$XDG_STATE_HOME/labhop`` or ``~/.local/state/labhop``, made 0700 when ``create``."""
+    env = os.environ if environ is None else environ
+    if env.get("XDG_STATE_HOME"):
+        base = Path(env["XDG_STATE_HOME"])
+    else:
+        base = Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    path = base / STATE_SUBDIR
+    if create:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    return path
+
+
+def _slug(host: str) -> str:
+    """A file-name-safe form of the host name, unique per name."""
+    import hashlib
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", host)[:60]
+    return safe if safe == host else f"{safe}-{hashlib.sha256(host.encode()).hexdigest()[:8]}"
+
+
+# -- local ports -------------------------------------------------------------------------------
+
+def port_is_free(bind: str, port: int) -> bool:
+    """Could ssh listen on bind:port right now? (SO_REUSEADDR as ssh sets it: TIME_WAIT is no obstacle.)"""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_local_port(wanted: int, is_free: Callable[[int], bool], *, tries: int = PORT_TRIES) -> int:
+    """``wanted`` if free, else the next free port above it."""
+    for port in range(wanted, min(wanted + tries, 65536)):
+        if is_free(port):
+            return port
+    raise LabhopError(f"no free local port in {wanted}-{min(wanted + tries, 65536) - 1}: pick one with --local-port")
+
+
+def parse_bind(value: Optional[str]) -> str:
+    if value in (None, ""):
+        return "127.0.0.1"
+    if value in ("*", "localhost"):
+        return "0.0.0.0" if value == "*" else "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(str(value).strip("[]")))
+    except ValueError:
+        raise UsageError(f"--bind: {value!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, 192.168.1.5)") from None
+
+
+def _connect_host(bind: str) -> str:
+    """Where to reach a listener bound to ``bind`` from this machine."""
+    if bind == "0.0.0.0":
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# -- records (the pidfiles) --------------------------------------------------------------------
+
+@dataclass
+class Record:
+    host: str
+    kind: str  # TUNNEL (maybe with the rmate forward too) or RMATE
+    pid: int
+    mode: str  # "background" or "foreground"
+    transport: str  # "openssh" or "paramiko"
+    started: str
+    proc_start: Optional[str] = None  # /proc start time: a reused pid is not our ssh
+    bind: Optional[str] = None
+    local_port: Optional[int] = None
+    remote_host: Optional[str] = None
+    remote_port: Optional[int] = None
+    rmate_port: Optional[int] = None  # on the target
+    editor_port: Optional[int] = None  # here
+    log: Optional[str] = None
+    path: Optional[str] = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        parts = []
+        if self.local_port:
+            parts.append(f"{_url_host(self.bind or '127.0.0.1')}:{self.local_port} -> "
+                         f"{self.host}:{self.remote_port}")
+        if self.rmate_port:
+            label = "rmate " if self.kind == TUNNEL else ""
+            parts.append(f"{label}{self.host}:{self.rmate_port} -> 127.0.0.1:{self.editor_port}")
+        return f"{', '.join(parts)} ({self.mode}, {self.transport}, pid {self.pid}, since {self.started})"
+
+
+def record_path(host: str, kind: str) -> Path:
+    return state_dir() / f"{kind}-{_slug(host)}.json"
+
+
+def write_record(record: Record) -> Path:
+    path = record_path(record.host, record.kind)
+    data = {k: v for k, v in asdict(record).items() if k != "path"}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
+    record.path = str(path)
+    return path
+
+
+def read_records(host: Optional[str] = None) -> list[Record]:
+    records = []
+    for path in sorted(state_dir(create=False).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            record = Record(**{k: v for k, v in data.items() if k in Record.__dataclass_fields__})
+        except (OSError, ValueError, TypeError):
+            continue
+        record.path = str(path)
+        if host is None or record.host == host:
+            records.append(record)
+    return records
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()[19]
+
+
+def is_alive(record: Record) -> bool:
+    """The recorded process still runs, and it is the same process (not a reused pid)."""
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    if record.proc_start is not None and Path("/proc").is_dir():
+        return _proc_start(record.pid) == record.proc_start
+    return True
+
+
+def remove_record(record: Record) -> None:
+    if record.path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record.path)
+
+
+def end_process(pid: int, *, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; works for a process we are not the parent of."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def close_records(host: str, kinds: tuple[str, ...], say: Callable[[str], None]) -> int:
+    """End the forwards of ``kinds`` open to ``host``; returns how many were running."""
+    closed = 0
+    records = [r for r in read_records(host) if r.kind in kinds]
+    if RMATE in kinds and TUNNEL not in kinds:
+        for r in read_records(host):
+            if r.kind == TUNNEL and r.rmate_port and is_alive(r):
+                say(f"the rmate forward is part of the tunnel (pid {r.pid}): `fab -H {host} tunnel --close` ends both")
+    for record in records:
+        if is_alive(record):
+            end_process(record.pid)
+            say(f"closed {record.describe()}")
+            closed += 1
+        else:
+            say(f"removed the record of a forward that had already ended ({record.describe()})")
+        remove_record(record)
+    if not records:
+        say(f"no open {' or '.join(kinds)} forward to {host}: nothing to close")
+    return closed
+
+
+def status_lines(host: str) -> list[str]:
+    lines = []
+    for record in read_records(host):
+        state = "open" if is_alive(record) else "ended (ssh exited; `fab tunnel --close` clears it)"
+        lines.append(f"{record.kind} {state}: {record.describe()}")
+    return lines
+
+
+def status_data(host: str) -> list[dict[str, Any]]:
+    return [{**{k: v for k, v in asdict(r).items() if k != "path"}, "alive": is_alive(r)} for r in read_records(host)]
+
+
+# -- the request -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    jupyter: bool = True
+    rmate: bool = False
+    local_port: Optional[int] = None
+    bind: str = "127.0.0.1"
+    editor_port: int = rmate_mod.DEFAULT_PORT
+    background: bool = False
+
+
+@dataclass(frozen=True)
+class JupyterEnd:
+    """What the tunnel forwards to, from the target's server config."""
+
+    host: str  # as seen from the target
+    port: int
+    scheme: str
+    token: Optional[str]
+    public: bool
+
+    def url(self, host: str, port: int) -> str:
+        base = f"{self.scheme}://{_url_host(host)}:{port}/lab"
+        return base if self.public or not self.token else f"{base}?token={self.token}"
+
+
+def jupyter_end(facts: HostFacts, host: str) -> JupyterEnd:
+    """The running server's address, port and token, or why there is nothing to tunnel to."""
+    config = facts.config
+    port = jupyter_config.stored_port(config)
+    if not config or port is None:
+        raise LabhopError(f"no JupyterLab configured on {host} yet: run `fab -H {host} serve` first")
+    if not facts.server.alive:
+        raise LabhopError(f"JupyterLab is not running on {host} (configured for port {port}): "
+                          f"start it with `fab -H {host} serve`")
+    values = jupyter_config.read_settings(config)
+    ip = values.get("ServerApp.ip", "'127.0.0.1'").strip("'\"")
+    return JupyterEnd(host=forward_host(ip), port=port,
+                      scheme="https" if "ServerApp.certfile" in values else "http",
+                      token=jupyter_config.stored_secrets(config).token,
+                      public="ServerApp.identity_provider_class" in values)
+
+
+class Closed(Exception):
+    """SIGTERM/SIGHUP while a foreground forward runs: close it like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _terminate_is_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Closed(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def ssh_binary() -> Optional[str]:
+    return shutil.which("ssh")
+
+
+# -- verification ------------------------------------------------------------------------------
+
+def check_http(end: JupyterEnd, host: str, port: int, *, timeout: float = 15.0) -> tuple[Optional[int], str]:
+    """(HTTP status, error text) of the server's API through the forward, with the token."""
+    path = "/api/status" if not end.public else "/login"
+    query = f"?token={end.token}" if end.token and not end.public else ""
+    url = f"{end.scheme}://{_url_host(host)}:{port}{path}{query}"
+    context = ssl._create_unverified_context()  # the target's own (maybe self-signed) cert, via our tunnel
+    deadline = time.monotonic() + timeout
+    error = ""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=max(1.0, deadline - time.monotonic()), context=context) as r:
+                return r.status, ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except (urllib.error.URLError, OSError, ConnectionError) as exc:
+            error = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        if time.monotonic() > deadline:
+            return None, error
+        time.sleep(0.3)
+
+
+def _log_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+class Opener:
+    """Opens, verifies, records and (in the foreground) holds the forwards for one target."""
+
+    def __init__(self, session: Any, chain: Chain, request: Request, jupyter: Optional[JupyterEnd]) -> None:
+        self.s = session
+        self.host = session.target.name
+        self.chain = chain
+        self.req = request
+        self.end = jupyter
+        self.say = session.report.say
+        self.kind = TUNNEL if request.jupyter else RMATE
+
+    # ---- reuse what is already open
+    def reuse_existing(self) -> bool:
+        """A live forward of this kind to this host: keep it when it still works (idempotent re-run)."""
+        for record in read_records(self.host):
+            if record.kind != self.kind:
+                continue
+            if not is_alive(record):
+                remove_record(record)
+                continue
+            same = self._same(record)
+            works = True
+            if same and self.end is not None and record.local_port:
+                status, _ = check_http(self.end, _connect_host(record.bind or "127.0.0.1"), record.local_port,
+                                       timeout=5)
+                works = status == 200
+            if same and works:
+                self.say(f"already open: {record.describe()}")
+                if self.end is not None and record.local_port:
+                    self.say(f"open: {self.end.url(_connect_host(record.bind or '127.0.0.1'), record.local_port)}")
+                self.say(f"`fab -H {self.host} {self.kind} --close` ends it")
+                return True
+            why = "it no longer answers" if same else "it forwards something else"
+            end_process(record.pid)
+            remove_record(record)
+            self.say(f"closed the earlier {self.kind} (pid {record.pid}): {why}")
+        return False
+
+    def _same(self, record: Record) -> bool:
+        """Does the open forward give what this request asks for?"""
+        if self.req.rmate != bool(record.rmate_port):
+            return False
+        if self.req.rmate and record.editor_port != self.req.editor_port:
+            return False
+        if not self.req.jupyter:
+            return True
+        return (self.end is not None and record.remote_port == self.end.port and record.bind == self.req.bind
+                and self.req.local_port in (None, record.local_port))
+
+    # ---- the rmate end on the target
+    def rmate_port_on_target(self) -> int:
+        settings = self.s.settings
+        command = f"{shell.q(settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
+        result = run_on_target(self.s.c, command, stdin=rmate_mod.PORTS_SOURCE, what="check rmate's port on the target")
+        ports = rmate_mod.parse_ports(result.stdout)
+        port = rmate_mod.choose_remote_port(ports)
+        if port != rmate_mod.DEFAULT_PORT:
+            self.say(f"port {rmate_mod.DEFAULT_PORT} is taken on {self.host} (another user's rmate?): "
+                     f"the reverse forward uses {port}")
+        return port
+
+    def wait_remote_listening(self, port: int, proc: Optional[subprocess.Popen], log: Optional[Path]) -> None:
+        settings = self.s.settings
+        command = f"{shell.q(settings.python)} - {int(port)} {READY_TIMEOUT:.0f}"
+        try:
+            run_on_target(self.s.c, command, stdin=rmate_mod.LISTENING_SOURCE,
+                          what=f"wait for the reverse forward on {self.host}:{port}")
+        except LabhopError:
+            detail = explain_failure(_log_text(log), self.chain) if log and proc and proc.poll() is not None else \
+                f"nothing listens on {self.host}'s 127.0.0.1:{port} after {READY_TIMEOUT:.0f}s"
+            raise LabhopError(f"reverse forward for rmate: {detail}") from None
+
+    # ---- the whole thing
+    def open(self) -> None:
+        if self.reuse_existing():
+            return
+        rmate_port = self.rmate_port_on_target() if self.req.rmate else None
+        if self.req.rmate and port_is_free("127.0.0.1", self.req.editor_port):
+            self.s.report.warn(f"nothing listens on 127.0.0.1:{self.req.editor_port} here yet: start your editor's "
+                               f"rmate server (rsub, RemoteSubl, Remote VSCode) before running rmate on {self.host}")
+        if ssh_binary() is None:
+            self._open_paramiko(rmate_port)
+        else:
+            self._open_openssh(rmate_port)
+
+    def _forwards(self, local_port: Optional[int], rmate_port: Optional[int]) -> Forwards:
+        local = ()
+        if self.req.jupyter and local_port is not None and self.end is not None:
+            local = (LocalForward(self.req.bind, local_port, self.end.host, self.end.port),)
+        remote = ()
+        if rmate_port is not None:
+            remote = (RemoteForward(rmate_port, "127.0.0.1", self.req.editor_port),)
+        return Forwards(local=local, remote=remote)
+
+    def _pick_local_port(self, start: Optional[int] = None) -> Optional[int]:
+        if not self.req.jupyter or self.end is None:
+            return None
+        wanted = start or self.req.local_port or self.end.port
+        port = choose_local_port(wanted, lambda p: port_is_free(self.req.bind, p))
+        if port != wanted:
+            self.say(f"local port {wanted} is busy here: using {port}")
+        return port
+
+    def _open_openssh(self, rmate_port: Optional[int]) -> None:
+        log = state_dir() / f"{self.kind}-{_slug(self.host)}.log"
+        local_port = self._pick_local_port()
+        for _attempt in range(3):  # another program may grab the port between our check and ssh's bind
+            argv = tunnel_argv(self.chain, self._forwards(local_port, rmate_port))
+            proc = self._spawn(argv, log)
+            failure = self._wait_local(proc, local_port, log)
+            if failure is None:
+                break
+            if local_port is not None and failure.startswith("local port") and "busy" in failure:
+                self.say(f"{failure}; trying the next one")
+                local_port = self._pick_local_port(local_port + 1)
+                continue
+            raise LabhopError(f"tunnel via {self.chain.describe()}: {failure}")
+        else:
+            raise LabhopError(f"tunnel via {self.chain.describe()}: local ports kept getting taken; pick one with --local-port")
+        try:
+            if rmate_port is not None:
+                self.wait_remote_listening(rmate_port, proc, log)
+            self._verify(local_port, log)
+            if rmate_port is not None:
+                self._write_rc(rmate_port)
+        except BaseException:
+            end_process(proc.pid)
+            proc.wait()
+            raise
+        record = self._record(proc.pid, "openssh", local_port, rmate_port, log, _proc_start(proc.pid))
+        self._announce(local_port, rmate_port)
+        if self.req.background:
+            write_record(record)
+            self.say(f"running in the background (pid {proc.pid}); `fab -H {self.host} {self.kind} --close` ends it")
+            return
+        self._hold(record, proc=proc, log=log)
+
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        env = dict(os.environ)
+        env["SHELL"] = "/bin/sh"  # the nested ProxyCommands are POSIX sh (shlex.quote)
+        try:
+            # Its own session: Ctrl-C here is ours to handle (close cleanly), and a
+            # background tunnel outlives this process and its terminal.
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fd,
+                                    env=env, start_new_session=True, close_fds=True)
+        finally:
+            os.close(fd)
+
+    def _wait_local(self, proc: subprocess.Popen, local_port: Optional[int], log: Path) -> Optional[str]:
+        """None once the forward listens (ssh binds it only after the whole chain authenticated)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return explain_failure(_log_text(log), self.chain)
+            if local_port is None:
+                # Reverse forward only: ExitOnForwardFailure ends ssh if it fails; the target check follows.
+                return None
+            if not port_is_free(self.req.bind, local_port):
+                return None
+            time.sleep(0.05)
+        end_process(proc.pid)
+        proc.wait()
+        return f"no forward after {READY_TIMEOUT:.0f}s ({explain_failure(_log_text(log), self.chain)})"
+
+    def _verify(self, local_port: Optional[int], log: Optional[Path]) -> None:
+        if self.end is None or local_port is None:
+            return
+        host = _connect_host(self.req.bind)
+        status, error = check_http(self.end, host, local_port)
+        where = f"{self.host}'s {_url_host(self.end.host)}:{self.end.port}"
+        if status == 200:
+            return
+        if status == 403 and not self.end.public:
+            raise LabhopError(f"the tunnel works, but the server on {where} refused labhop's token "
+                              f"(is another server holding port {self.end.port} there?)")
+        if status is not None:
+            raise LabhopError(f"the tunnel works, but {where} answered HTTP {status}")
+        far = forward_failure(_log_text(log)) if log else None
+        if far:
+            raise LabhopError(f"the tunnel reached {self.host}, but nothing answers on {where}: {far} "
+                              f"(is JupyterLab running? `fab -H {self.host} status`)")
+        raise LabhopError(f"the tunnel is up but {where} did not answer through it: {error}")
+
+    def _write_rc(self, port: int) -> None:
+        command = f"{shell.q(self.s.settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
+        result = run_on_target(self.s.c, command, stdin=rmate_mod.PORTS_SOURCE, what="read ~/.rmate.rc")
+        plan = rmate_mod.plan_rc(rmate_mod.parse_ports(result.stdout), port)
+        for warning in plan.warnings:
+            self.s.report.warn(warning)
+        apply_steps(self.s.c, plan.steps, on_step=self.s.report.step)
+
+    def _record(self, pid: int, transport: str, local_port: Optional[int], rmate_port: Optional[int],
+                log: Optional[Path], proc_start: Optional[str]) -> Record:
+        now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        return Record(host=self.host, kind=self.kind, pid=pid, transport=transport,
+                      mode="background" if self.req.background else "foreground", started=now,
+                      proc_start=proc_start, bind=self.req.bind if local_port else None, local_port=local_port,
+                      remote_host=self.end.host if self.end and local_port else None,
+                      remote_port=self.end.port if self.end and local_port else None,
+                      rmate_port=rmate_port, editor_port=self.req.editor_port if rmate_port else None,
+                      log=str(log) if log else None)
+
+    def _announce(self, local_port: Optional[int], rmate_port: Optional[int]) -> None:
+        if local_port is not None and self.end is not None:
+            shared = "" if ipaddress.ip_address(self.req.bind).is_loopback else \
+                f" (listening on {self.req.bind}: shared with your network; the token still guards the server)"
+            self.say(f"tunnel: {_url_host(self.req.bind)}:{local_port} -> {self.host}:{self.end.port} "
+                     f"via {self.chain.describe()}{shared}")
+            self.say(f"open: {self.end.url(_connect_host(self.req.bind), local_port)}")
+        if rmate_port is not None:
+            self.say(f"rmate: {self.host}:{rmate_port} -> 127.0.0.1:{self.req.editor_port} here; "
+                     f"run `rmate FILE` on {self.host}")
+
+    def _hold(self, record: Record, *, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None,
+              close_fabric: bool = True) -> None:
+        """Foreground: keep the forwards until Ctrl-C (or SIGTERM/SIGHUP), then close them cleanly."""
+        write_record(record)
+        if close_fabric:
+            _close_fabric(self.s)
+        self.say("Ctrl-C closes it")
+        try:
+            with _terminate_is_interrupt():
+                while True:
+                    if proc is not None:
+                        code = proc.poll()
+                        if code is not None:
+                            raise LabhopError(f"the tunnel closed by itself: "
+                                              f"{explain_failure(_log_text(log) if log else '', self.chain)}")
+                    time.sleep(0.2)
+        except (KeyboardInterrupt, Closed):
+            if proc is not None:
+                end_process(proc.pid)
+                proc.wait()
+            self.say("closed")
+        finally:
+            remove_record(record)
+
+    # ---- no ssh binary here: Fabric's paramiko forwards, foreground only
+    def _open_paramiko(self, rmate_port: Optional[int]) -> None:
+        if self.req.background:
+            raise UsageError("--background needs the OpenSSH client (`ssh`), which is not on PATH here; "
+                             "run without --background (paramiko fallback) or install openssh-client")
+        self.s.report.warn("no `ssh` client on PATH: falling back to paramiko (Fabric's forward_local/"
+                           "forward_remote), several times slower; install openssh-client for the fast path")
+        cxn = self.s.c
+        local_port = self._pick_local_port()
+        with contextlib.ExitStack() as stack:
+            if local_port is not None and self.end is not None:
+                stack.enter_context(cxn.forward_local(local_port=local_port, remote_port=self.end.port,
+                                                      remote_host=self.end.host, local_host=self.req.bind))
+                deadline = time.monotonic() + READY_TIMEOUT
+                while port_is_free(self.req.bind, local_port):
+                    if time.monotonic() > deadline:
+                        raise LabhopError(f"paramiko did not listen on {self.req.bind}:{local_port}")
+                    time.sleep(0.05)
+            if rmate_port is not None:
+                stack.enter_context(cxn.forward_remote(remote_port=rmate_port, local_port=self.req.editor_port,
+                                                       remote_host="127.0.0.1", local_host="127.0.0.1"))
+                self.wait_remote_listening(rmate_port, None, None)
+                self._write_rc(rmate_port)
+            self._verify(local_port, None)
+            record = self._record(os.getpid(), "paramiko", local_port, rmate_port, None, _proc_start(os.getpid()))
+            self._announce(local_port, rmate_port)
+            self._hold(record, close_fabric=False)  # paramiko's forwards live in these connections
+
+
+def _close_fabric(session: Any) -> None:
+    """The forwards run in ssh; the Fabric connections used to set them up are not needed any more."""
+    with contextlib.suppress(Exception):
+        close_chain(session.target)
+
+
+# -- entry points for the fab tasks ------------------------------------------------------------
+
+def request_from_flags(*, jupyter: bool, rmate: bool, local_port: Optional[object] = None,
+                       bind: Optional[str] = None, editor_port: Optional[object] = None,
+                       background: bool = False, close: bool = False) -> Request:
+    """Validate the flags before anything connects."""
+    from .settings import parse_port
+
+    if close and (background or local_port is not None or bind is not None):
+        raise UsageError("--close takes no other flag: it ends the forwards this machine holds open to the host")
+    return Request(jupyter=jupyter, rmate=rmate, background=background, bind=parse_bind(bind),
+                   local_port=parse_port(local_port, "--local-port") if local_port is not None else None,
+                   editor_port=parse_port(editor_port, "--editor-port") if editor_port is not None
+                   else rmate_mod.DEFAULT_PORT)
+
+
+def _require_remote(session: Any, what: str) -> None:
+    if session.target.is_local:
+        raise UsageError(f"{what} reaches a remote host: use `fab -H NAME {what}`")
+
+
+def open_forwards(session: Any, request: Request, facts: Optional[HostFacts]) -> None:
+    """``fab tunnel`` / ``fab rmate``: open (or find open), verify, report; hold in the foreground."""
+    kind = TUNNEL if request.jupyter else RMATE
+    _require_remote(session, kind)
+    end = jupyter_end(facts, session.target.name) if request.jupyter and facts is not None else None
+    Opener(session, ssh_chain(session.target), request, end).open()
+
+
+def close_forwards(session: Any, kind: str) -> None:
+    _require_remote(session, kind)
+    close_records(session.target.name, (kind,), session.report.say)
