@@ -18,19 +18,23 @@ from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server
 from tasks.server import hashed_password_for, status_of, token_for, url_for
 from tasks.errors import LabhopError
 from tasks.outcome import observed
+from tasks.wheelcache import wheelhouse_for
 from tasks.tunnel import RMATE, TUNNEL, close_forwards, open_forwards, request_from_flags, status_data, status_lines
 
 JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"
+OFFLINE_HELP = "install from a wheelhouse pushed over SSH, not from the target's package index (found automatically)"
 
 
-@task(help={"dry-run": "probe the host and print the plan; change nothing", "json": JSON_HELP})
+@task(help={"dry-run": "probe the host and print the plan; change nothing", "json": JSON_HELP,
+            "offline": OFFLINE_HELP})
 @edge
-def provision(c, dry_run=False, json_=False):
+def provision(c, dry_run=False, json_=False, offline=False):
     """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
-    s = open_session(c, json_out=json_)
+    s = open_session(c, json_out=json_, offline=offline or None)
     s.lock("provision", dry_run=dry_run)
-    facts = probe(s.c, s.settings)
-    return s.result(s.apply(plan_provision(facts, s.settings), "provision", dry_run=dry_run))
+    facts = probe(s.c, s.settings, install=True)
+    wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
+    return s.result(s.apply(plan_provision(facts, s.settings, wheels), "provision", dry_run=dry_run))
 
 
 @task(help={
@@ -44,22 +48,25 @@ def provision(c, dry_run=False, json_=False):
     "insecure-http": "with --public: serve plain HTTP, no TLS (the password crosses the network readable)",
     "dry-run": "probe the host and print the plan; change nothing",
     "json": JSON_HELP,
+    "offline": OFFLINE_HELP,
 })
 @edge
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
-          insecure_http=False, dry_run=False, json_=False):
+          insecure_http=False, dry_run=False, json_=False, offline=False):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
-    s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir))
+    s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir),
+                     offline=offline or None)
     tls = tls_request(public=s.settings.public, certfile=flag(certfile), keyfile=flag(keyfile),
                       insecure_http=insecure_http)
     password = read_password(flag(password_file)) if s.settings.public else None
     s.lock("serve", dry_run=dry_run)
-    facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip)
+    facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip, install=True)
+    wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
     credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
     tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
                                            s.target.entry.hostname, s.settings.ip])
     server = server_settings(facts, s.settings, **credentials, certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)
-    plan = plan_serve(facts, s.settings, server, files=tls_plan.steps)
+    plan = plan_serve(facts, s.settings, server, files=tls_plan.steps, wheelhouse=wheels)
     plan.warnings.extend(tls_plan.warnings)
     outcome = s.apply(plan, "serve", dry_run=dry_run)
     for line in tls_plan.report_lines():

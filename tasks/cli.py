@@ -64,7 +64,7 @@ class Session:
             self.report.warn(warning)
         self.report.dry_run = dry_run
         self.task = task
-        outcome = apply(self.c, plan.steps, dry_run=dry_run, on_step=self.report.step)
+        outcome = apply(self.c, plan.steps, dry_run=dry_run, on_step=self.report.step, on_progress=self.report.say)
         self.report.summary(task, outcome)
         return outcome
 

@@ -22,7 +22,7 @@ from . import lock, shell
 from .errors import LabhopError
 from .probe import PROBE_SOURCE, HostFacts, parse_facts, probe_args
 from .settings import HostSettings
-from .steps import Command, Skip, Step, WriteFile
+from .steps import Command, Skip, Step, Transfer, Upload, WriteFile
 
 
 class _Payload(io.StringIO):
@@ -72,9 +72,18 @@ def run(c: Any, command: str, *, stdin: Optional[str] = None, background: bool =
     return result
 
 
-def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None) -> HostFacts:
-    """All facts in one round trip: the probe script goes to the target's python3 on stdin."""
-    command = f"{shell.q(settings.python)} - {shell.q(probe_args(settings.prefix, settings.bin_dir, port, ip))}"
+def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
+          install: bool = False) -> HostFacts:
+    """All facts in one round trip: the probe script goes to the target's python3 on stdin.
+
+    ``install``: the caller may install packages, so the probe also checks (briefly) whether
+    the target reaches its package index when something is missing, unless told it is offline.
+    """
+    from .plan import PACKAGES
+
+    args = probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
+                      packages=tuple(PACKAGES) if install else ())
+    command = f"{shell.q(settings.python)} - {shell.q(args)}"
     try:
         result = c.run("sh -c " + shell.q(command), hide=True, warn=True, pty=False,
                        in_stream=payload(PROBE_SOURCE))
@@ -89,7 +98,8 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
 
 
 def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
-          on_step: Optional[Callable[[StepResult], None]] = None) -> ApplyResult:
+          on_step: Optional[Callable[[StepResult], None]] = None,
+          on_progress: Optional[Callable[[str], None]] = None) -> ApplyResult:
     """Apply steps in order; stop at the first failure (LabhopError names the step)."""
     outcome = ApplyResult()
     started = time.monotonic()
@@ -102,12 +112,76 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
                 run(c, shell.atomic_write(step.path, step.mode), stdin=step.content, what=step.description)
             elif isinstance(step, Command):
                 run(c, step.command, stdin=step.stdin, background=step.background, what=step.description)
+            elif isinstance(step, Upload):
+                upload(c, step, on_progress)
             result = StepResult(step, changed=True, seconds=time.monotonic() - t0)
         outcome.results.append(result)
         if on_step:
             on_step(result)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+class _Meter:
+    """Progress of an upload: files, megabytes, seconds, rate; at most one line a second."""
+
+    def __init__(self, step: Upload, say: Optional[Callable[[str], None]]) -> None:
+        self.say, self.files, self.total = say, len(step.files), step.size
+        self.done_files, self.done_bytes = 0, 0
+        self.started = self.last = time.monotonic()
+
+    def add(self, size: int, *, file_done: bool = False) -> None:
+        self.done_bytes += size
+        self.done_files += file_done
+        now = time.monotonic()
+        if self.say and (now - self.last >= 1.0 or self.done_files == self.files and file_done):
+            self.last = now
+            elapsed = now - self.started
+            rate = self.done_bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+            self.say(f"  pushing  {self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f} of "
+                     f"{self.total / 1e6:.1f} MB, {elapsed:.1f}s ({rate:.1f} MB/s)")
+
+
+UPLOAD_CHUNK = 1 << 20
+
+
+def upload(c: Any, step: Upload, say: Optional[Callable[[str], None]] = None) -> None:
+    """Send ``step.files`` as bytes: SFTP on a Fabric connection, a file copy for local runs.
+
+    Each file is appended to from its ``offset`` (what a cut connection left), so a
+    re-run resumes; checking what arrived is the plan's next step.
+    """
+    run(c, shell.mkdir_private(step.directory), what=step.description)
+    meter = _Meter(step, say)
+    sftp = c.sftp() if hasattr(c, "sftp") else None
+    for transfer in step.files:
+        try:
+            with open(transfer.source, "rb") as src:
+                src.seek(transfer.offset)
+                with _open_dest(sftp, transfer) as dest:
+                    while True:
+                        chunk = src.read(UPLOAD_CHUNK)
+                        if not chunk:
+                            break
+                        dest.write(chunk)
+                        meter.add(len(chunk))
+        except FileNotFoundError as exc:
+            raise LabhopError(f"{step.description}: {exc.filename} is missing on this machine") from None
+        except OSError as exc:
+            raise LabhopError(f"{step.description} failed at {transfer.dest}: {exc.strerror or exc}") from None
+        except Exception as exc:  # connection faults from paramiko
+            raise LabhopError(describe_connection_error(exc)) from None
+        meter.add(0, file_done=True)
+
+
+def _open_dest(sftp: Any, transfer: Transfer) -> Any:
+    mode = "r+b" if transfer.offset else "wb"
+    dest = sftp.open(transfer.dest, mode) if sftp is not None else open(transfer.dest, mode)
+    if transfer.offset:
+        dest.seek(transfer.offset)
+    if sftp is not None:
+        dest.set_pipelined(True)  # do not wait for each write's reply
+    return dest
 
 
 def read_file_tail(c: Any, path: str, lines: int) -> str:

@@ -14,9 +14,12 @@ from . import shell
 from .errors import LabhopError
 from .jupyter_config import ServerSettings, render
 from .layout import Layout, expand_home
+from .offline import installer_uv, offline_reason, plan_push, require_manifest, venv_command
+from .offline import install_step as offline_install_step
 from .probe import MIN_PYTHON, HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
+from .wheelhouse import Manifest
 
 # What provision installs into the venv (distribution name -> requirement).
 PACKAGES = {"jupyterlab": "jupyterlab>=4,<5", "bcrypt": "bcrypt>=4.1", "rmate": "rmate"}
@@ -48,7 +51,19 @@ def require_python(facts: HostFacts) -> None:
 
 # -- provision ---------------------------------------------------------------------------------
 
-def plan_provision(facts: HostFacts, settings: HostSettings) -> Plan:
+def venv_ok(facts: HostFacts) -> bool:
+    """The venv exists and was made by the target's current Python (same full version)."""
+    return facts.venv_exists and facts.venv_version == ".".join(map(str, facts.python_version))
+
+
+def missing_packages(facts: HostFacts) -> list[str]:
+    """What provision must install (everything when the venv is to be (re)made)."""
+    ok = venv_ok(facts)
+    return [name for name in PACKAGES if not (ok and name in facts.venv_packages)]
+
+
+def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optional[Manifest] = None) -> Plan:
+    """``wheelhouse``: the controller's wheels for this target, needed when it installs offline."""
     require_python(facts)
     layout = layout_for(facts)
     plan = Plan()
@@ -59,18 +74,26 @@ def plan_provision(facts: HostFacts, settings: HostSettings) -> Plan:
     else:
         steps.append(Command(f"create {layout.prefix} (0700)", shell.mkdir_private(layout.prefix)))
 
+    missing = missing_packages(facts)
+    offline = offline_reason(facts, settings) if missing else None
+    manifest = require_manifest(wheelhouse, offline) if offline else None
+    if manifest is not None:
+        steps.extend(plan_push(facts, layout, manifest))
+    uv = installer_uv(facts, layout, manifest) if manifest is not None else facts.uv
+
     wanted_version = ".".join(map(str, facts.python_version))
-    venv_ok = facts.venv_exists and facts.venv_version == wanted_version
-    if venv_ok:
+    if venv_ok(facts):
         steps.append(Skip(f"virtual environment {layout.venv}", f"exists (Python {wanted_version})"))
     else:
         why = "create" if not facts.venv_exists else f"recreate (was Python {facts.venv_version})"
         steps.append(Command(
-            f"{why} virtual environment {layout.venv} with Python {wanted_version}",
+            f"{why} virtual environment {layout.venv} with Python {wanted_version}" + (" (uv)" if uv else ""),
+            venv_command(uv, facts.python_executable, layout.venv) if uv else
             shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv])))
 
-    missing = [name for name in PACKAGES if not (venv_ok and name in facts.venv_packages)]
-    if missing:
+    if missing and manifest is not None and offline:
+        steps.append(offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing))
+    elif missing:
         steps.append(install_step(facts, layout, missing))
     else:
         versions = ", ".join(f"{n} {facts.venv_packages[n]}" for n in PACKAGES)
@@ -153,10 +176,12 @@ def server_settings(facts: HostFacts, settings: HostSettings, *, token: Optional
 
 
 def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
-               *, ready_timeout: int = READY_TIMEOUT, files: Sequence[Step] = ()) -> Plan:
+               *, ready_timeout: int = READY_TIMEOUT, files: Sequence[Step] = (),
+               wheelhouse: Optional[Manifest] = None) -> Plan:
     """``files``: steps for files the server reads at start (the TLS pair, tasks/certs.py);
-    when one of them changes, a running server is restarted to pick it up."""
-    plan = plan_provision(facts, settings)
+    when one of them changes, a running server is restarted to pick it up.
+    ``wheelhouse``: as for plan_provision."""
+    plan = plan_provision(facts, settings, wheelhouse)
     layout = layout_for(facts)
     if facts.is_root:
         plan.warnings.append("the target user is root: Jupyter runs with allow_root; a normal user is safer")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import LabhopError
+from .signature import TargetSignature, parse_signature
 
 PROBE_SOURCE = r'''
 import json, os, sys, platform
@@ -39,7 +40,10 @@ pw = pwd.getpwuid(os.getuid())
 out.update({"user": pw.pw_name, "uid": os.getuid(), "home": home,
             "shell": os.environ.get("SHELL") or pw.pw_shell, "hostname": socket.gethostname(),
             "prefix": prefix, "prefix_exists": os.path.isdir(prefix), "bin_dir": bin_dir,
-            "tmux": shutil.which("tmux"), "uv": shutil.which("uv")})
+            "tmux": shutil.which("tmux")})
+# uv: labhop's own copy (unpacked from a wheelhouse) first, then the one on PATH.
+own_uv = os.path.join(prefix, "bin", "uv")
+out["uv"] = own_uv if os.access(own_uv, os.X_OK) else shutil.which("uv")
 # Virtual environment: interpreter version and installed distributions.
 cfg = read(os.path.join(venv, "pyvenv.cfg")) or ""
 venv_version = None
@@ -53,6 +57,95 @@ for info in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.d
     packages[name.lower().replace("_", "-")] = rest
 out["venv"] = {"exists": os.path.isfile(os.path.join(venv, "bin", "python")),
                "version": venv_version, "packages": packages}
+# Interpreter signature: which binary wheels this python installs (offline wheelhouses).
+import sysconfig
+libc = None
+try:
+    libc = os.confstr("CS_GNU_LIBC_VERSION")  # "glibc 2.36"
+except (AttributeError, ValueError, OSError):
+    pass
+if not libc and sys.platform.startswith("linux"):
+    for loader in glob.glob("/lib/ld-musl-*.so.1"):  # musl's loader prints "Version 1.2.4"
+        try:
+            err = subprocess.Popen([loader], stdout=subprocess.PIPE, stderr=subprocess.PIPE).communicate(timeout=5)[1]
+            for line in err.decode("ascii", "replace").splitlines():
+                if line.startswith("Version "): libc = "musl " + line.split()[1]
+        except Exception:
+            pass
+out["signature"] = {"version": list(sys.version_info[:3]), "implementation": platform.python_implementation(),
+                    "soabi": sysconfig.get_config_var("SOABI"), "abiflags": getattr(sys, "abiflags", ""),
+                    "system": sys.platform, "machine": platform.machine(), "bits": 64 if sys.maxsize > 2 ** 32 else 32,
+                    "libc": libc, "mac": platform.mac_ver()[0] if sys.platform == "darwin" else None}
+# The wheelhouse pushed by the controller: name -> size (".part" = still arriving or unverified).
+wheelhouse = os.path.join(prefix, "wheelhouse"); out["wheelhouse"] = {}
+for name in (os.listdir(wheelhouse) if os.path.isdir(wheelhouse) else []):
+    try: out["wheelhouse"][name] = os.path.getsize(os.path.join(wheelhouse, name))
+    except OSError: pass
+# Can pip reach its index? Only asked when an install is due: short timeouts, never a hang.
+def index_url():
+    for var in ("PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL"):
+        if os.environ.get(var): return os.environ[var].split()[0], var
+    import configparser
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files = [os.path.join(d, "pip", "pip.conf") for d in (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")]
+    files += ["/etc/pip.conf", os.path.join(home, ".pip", "pip.conf"), os.path.join(xdg, "pip", "pip.conf")]
+    files += [os.environ["PIP_CONFIG_FILE"]] if os.environ.get("PIP_CONFIG_FILE") else []
+    found = ("https://pypi.org/simple", "default")
+    for section in ("global", "install"):  # as pip reads them: [install] over [global], later files win
+        for path in files:
+            cp = configparser.RawConfigParser()
+            try:
+                cp.read(path)
+                if cp.has_option(section, "index-url"): found = (cp.get(section, "index-url").split()[0], path)
+            except Exception:
+                pass
+    return found
+def check_index(timeout):
+    import threading, time
+    try:
+        from urllib.parse import urlsplit
+        from urllib.request import getproxies, proxy_bypass_environment
+    except ImportError:
+        return None
+    url, source = index_url()
+    parts = urlsplit(url)
+    netloc = (parts.hostname or "") + (":%d" % parts.port if parts.port else "")
+    shown = parts._replace(netloc=netloc).geturl() if "@" in parts.netloc else url  # never show credentials
+    result = {"url": shown, "source": source, "reachable": False, "error": None}
+    started = time.time()
+    if parts.scheme == "file":
+        result["reachable"] = os.path.isdir(parts.path)
+        result["error"] = None if result["reachable"] else "no such directory"
+        return result
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass_environment(host or ""):
+        proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        host, port = proxy_parts.hostname, proxy_parts.port or 8080
+        result["via"] = "%s:%s" % (host, port)
+    found, failed = [], []
+    def resolve():
+        try: found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except Exception as e: failed.append(str(e))
+    resolver = threading.Thread(target=resolve)
+    resolver.daemon = True  # a resolver stuck on an unreachable DNS server must not hold the probe
+    resolver.start(); resolver.join(timeout)
+    if not found:
+        result["error"] = ("cannot resolve %s: %s" % (host, failed[0])) if failed else \
+            "cannot resolve %s within %.1fs" % (host, timeout)
+    else:
+        try:
+            family, kind, proto, _, address = found[0][0]
+            s = socket.socket(family, kind, proto); s.settimeout(timeout)
+            try: s.connect(address); result["reachable"] = True
+            finally: s.close()
+        except (OSError, socket.error) as e:
+            result["error"] = "cannot connect to %s:%s: %s" % (host, port, getattr(e, "strerror", None) or e or "timed out")
+    result["seconds"] = round(time.time() - started, 3)
+    return result
+installed = out["venv"]["exists"] and venv_version == ".".join(map(str, sys.version_info[:3])) and \
+    os.path.exists(os.path.join(venv, ".labhop-installed")) and all(p in packages for p in args.get("packages") or [])
+out["index"] = check_index(1.5) if args.get("index") and not installed else None
 link = os.path.join(bin_dir, "rmate")
 out["rmate_link"] = os.readlink(link) if os.path.islink(link) else (link if os.path.exists(link) else None)
 # What a login shell sees: is bin_dir on its PATH, which profile file would it read?
@@ -132,7 +225,26 @@ class ServerFacts:
 
 
 @dataclass(frozen=True)
+class IndexCheck:
+    """Could the target reach its package index (PIP_INDEX_URL / pip.conf / PyPI)? URL without credentials."""
+    url: str
+    source: str  # the variable or file that named it, or "default"
+    reachable: bool
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Room:
+    """The directory labhop writes into first (the prefix or its nearest existing parent)."""
+
+    dir: str
+    writable: bool
+    free: int  # bytes available to the target user
+
+
+@dataclass(frozen=True)
 class HostFacts:
+
     python_executable: str
     python_version: tuple[int, int, int]
     python_implementation: str = "CPython"
@@ -155,6 +267,9 @@ class HostFacts:
     config: Optional[str] = None
     server: ServerFacts = field(default_factory=ServerFacts)
     port_free: Optional[bool] = None
+    signature: Optional[TargetSignature] = None
+    index: Optional[IndexCheck] = None  # None: not checked (not asked, or nothing to install)
+    wheelhouse: dict[str, int] = field(default_factory=dict)  # <prefix>/wheelhouse: name -> size
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -166,8 +281,11 @@ class HostFacts:
         return self.uid == 0
 
 
-def probe_args(prefix: str, bin_dir: str, port: Optional[int] = None, ip: Optional[str] = None) -> str:
-    return json.dumps({"prefix": prefix, "bin_dir": bin_dir, "port": port, "ip": ip})
+def probe_args(prefix: str, bin_dir: str, port: Optional[int] = None, ip: Optional[str] = None,
+               *, index: bool = False, packages: tuple[str, ...] = ()) -> str:
+    """``index``: check the package index when ``packages`` are not all installed in the venv."""
+    return json.dumps({"prefix": prefix, "bin_dir": bin_dir, "port": port, "ip": ip,
+                       "index": index, "packages": list(packages)})
 
 
 def parse_facts(stdout: str) -> HostFacts:
@@ -185,7 +303,8 @@ def parse_facts(stdout: str) -> HostFacts:
     server = raw.get("server", {})
     known = {"python", "venv", "server", "user", "uid", "home", "shell", "hostname", "prefix",
              "prefix_exists", "bin_dir", "tmux", "uv", "rmate_link", "login_path", "profiles",
-             "config", "port_free"}
+             "config", "port_free", "signature", "index", "wheelhouse"}
+    index = raw.get("index")
     return HostFacts(
         python_executable=py["executable"],
         python_version=version[:3],  # type: ignore[arg-type]
@@ -209,5 +328,9 @@ def parse_facts(stdout: str) -> HostFacts:
         config=raw.get("config"),
         server=ServerFacts(pid=server.get("pid"), alive=server.get("alive", False), since=server.get("since")),
         port_free=raw.get("port_free"),
+        signature=parse_signature(raw.get("signature")),
+        index=IndexCheck(url=index.get("url", ""), source=index.get("source", ""),
+                         reachable=bool(index.get("reachable")), error=index.get("error")) if index else None,
+        wheelhouse={str(k): int(v) for k, v in (raw.get("wheelhouse") or {}).items()},
         extra={k: v for k, v in raw.items() if k not in known},
     )

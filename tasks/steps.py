@@ -37,7 +37,34 @@ class Skip:
     reason: str
 
 
-Step = Union[Command, WriteFile, Skip]
+@dataclass(frozen=True)
+class Transfer:
+    """One controller file for the target; ``offset`` bytes of it are already there (resume)."""
+
+    source: str  # path on the controller
+    dest: str  # path on the target
+    size: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Copy binary files to the target: SFTP over the same connection (a plain copy for local runs).
+
+    Never through a command's stdin (invoke's in_stream is text). The directory is
+    created 0700; files already partly there are appended to, not resent.
+    """
+
+    description: str
+    directory: str
+    files: tuple[Transfer, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return sum(f.size - f.offset for f in self.files)
+
+
+Step = Union[Command, WriteFile, Upload, Skip]
 
 
 def changes(steps: list[Step]) -> list[Step]:
