@@ -87,6 +87,9 @@ def status(c, json_=False):
     if st.running:
         s.report.say(f"running: pid {st.pid}, port {st.port}, {st.variant}, since {st.since}")
         s.report.say(f"open: {st.url}")
+    elif st.stale_pid:
+        s.report.say(f"not running: JupyterLab (pid {st.stale_pid}) died unexpectedly, its pid file is stale; "
+                     f"`fab serve` starts it again, `fab logs` shows its last lines")
     else:
         s.report.say("not running")
     for line in status_lines(s.target.name):

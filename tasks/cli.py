@@ -83,9 +83,9 @@ def open_session(c: Any, *, json_out: bool = False, connect: bool = True, **flag
     """
     inventory = load_inventory(inventory_path())
     target = resolve_target(c, inventory)
+    settings = resolve_settings(target.entry, **flags)  # bad flags are usage errors: before any connection
     if connect and not target.is_local:
         open_chain(target)
-    settings = resolve_settings(target.entry, **flags)
     report = Reporter(target.name, sys.stderr) if json_out else Reporter(target.name)
     session = Session(target=target, settings=settings, report=report)
     getattr(_task_sessions, "open", []).append(session)

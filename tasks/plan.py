@@ -7,11 +7,12 @@ run changes nothing and says so.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 from . import shell
 from .errors import LabhopError
+from .guard import guarded
 from .jupyter_config import ServerSettings, render
 from .layout import Layout, expand_home
 from .offline import installer_uv, offline_reason, plan_push, require_manifest, venv_command
@@ -51,15 +52,68 @@ def require_python(facts: HostFacts) -> None:
 
 # -- provision ---------------------------------------------------------------------------------
 
+# What a complete install step records last in the venv (the probe reads it back): a run
+# killed half-way (kill -9, a cut connection) records nothing, and the next run installs again.
+INSTALLED_MARK = "".join(f"{requirement}\n" for requirement in PACKAGES.values())
+VENV_MARK = ".labhop-venv-complete"
+INSTALL_MARK = ".labhop-installed"
+
+
 def venv_ok(facts: HostFacts) -> bool:
-    """The venv exists and was made by the target's current Python (same full version)."""
-    return facts.venv_exists and facts.venv_version == ".".join(map(str, facts.python_version))
+    """The venv exists, was made by the target's current Python (same full version), and its
+    creation finished (labhop's mark; pip in it, for venvs made before the mark existed)."""
+    return (facts.venv_exists and facts.venv_version == ".".join(map(str, facts.python_version))
+            and (facts.venv_complete or "pip" in facts.venv_packages))
+
+
+def install_complete(facts: HostFacts) -> bool:
+    return facts.venv_installed == INSTALLED_MARK
 
 
 def missing_packages(facts: HostFacts) -> list[str]:
-    """What provision must install (everything when the venv is to be (re)made)."""
+    """What provision must install: everything when the venv is to be (re)made, or when the
+    last install did not finish (its packages may be there without their dependencies)."""
     ok = venv_ok(facts)
+    if ok and not install_complete(facts):
+        return list(PACKAGES)
     return [name for name in PACKAGES if not (ok and name in facts.venv_packages)]
+
+
+# Free space a plan needs below the prefix before it starts (so that it fails before writing
+# anything rather than half-way): a fresh venv with JupyterLab takes about 280 MiB.
+ROOM_FOR_VENV = 350 << 20
+ROOM_FOR_INSTALL = 64 << 20
+ROOM_FOR_FILES = 1 << 20
+
+
+def require_room(facts: HostFacts, plan: Plan) -> None:
+    """Refuse, in one line, a plan that would write below a read-only or full prefix."""
+    room = facts.room
+    if room is None or all(isinstance(step, Skip) for step in plan.steps):
+        return
+    if not room.writable:
+        raise LabhopError(f"cannot write below {facts.prefix}: {room.dir} is read-only "
+                          f"(or not writable by {facts.user or 'the target user'}); set `prefix` in the inventory "
+                          f"to a writable directory")
+    need, what = ROOM_FOR_FILES, "writing the server's files"
+    if not venv_ok(facts):
+        need, what = ROOM_FOR_VENV, "a virtual environment with JupyterLab"
+    elif missing_packages(facts):
+        need, what = ROOM_FOR_INSTALL, "installing the missing packages"
+    if room.free < need:
+        raise LabhopError(f"only {_mib(room.free)} free below {room.dir}; {what} needs about {_mib(need)}: "
+                          f"free some space or set `prefix` in the inventory to a roomier place")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB" if size >= (1 << 20) else f"{size // 1024} KiB"
+
+
+def completing(step: Command, facts: HostFacts, mark: str, text: str = "") -> Command:
+    """``step`` guarded (it dies with this run, tasks/guard.py) and leaving ``mark`` last."""
+    command = (f"rm -f {shell.q(mark)} && {guarded(facts.python_executable, step.command)} && "
+               f"printf %s {shell.q(text)} > {shell.q(mark)}")
+    return replace(step, command=command)
 
 
 def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optional[Manifest] = None) -> Plan:
@@ -85,21 +139,31 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
     if venv_ok(facts):
         steps.append(Skip(f"virtual environment {layout.venv}", f"exists (Python {wanted_version})"))
     else:
-        why = "create" if not facts.venv_exists else f"recreate (was Python {facts.venv_version})"
-        steps.append(Command(
+        why = ("create" if not facts.venv_exists else
+               f"recreate (was Python {facts.venv_version})" if facts.venv_version != wanted_version else
+               "recreate (its creation was interrupted)")
+        steps.append(completing(Command(
             f"{why} virtual environment {layout.venv} with Python {wanted_version}" + (" (uv)" if uv else ""),
             venv_command(uv, facts.python_executable, layout.venv) if uv else
-            shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv])))
+            shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv])),
+            facts, posixpath.join(layout.venv, VENV_MARK)))
 
+    install_mark = posixpath.join(layout.venv, INSTALL_MARK)
+    unfinished = venv_ok(facts) and not install_complete(facts)
     if missing and manifest is not None and offline:
-        steps.append(offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing))
+        step = offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing)
+        steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
     elif missing:
-        steps.append(install_step(facts, layout, missing))
+        step = install_step(facts, layout, missing)
+        if unfinished:
+            step = replace(step, description=f"{step.description} (the last install did not finish)")
+        steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
     else:
         versions = ", ".join(f"{n} {facts.venv_packages[n]}" for n in PACKAGES)
         steps.append(Skip("install JupyterLab, bcrypt, rmate", f"installed ({versions})"))
 
     plan.extend(plan_rmate_on_path(facts, layout))
+    require_room(facts, plan)
     return plan
 
 
@@ -205,8 +269,12 @@ def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
     elif facts.port_free is False:
         raise LabhopError(f"port {server.port} on {server.ip} is busy on the target; "
                           f"pick another with --port")
-    plan.steps.append(start_step(facts, layout, server))
+    start = start_step(facts, layout, server)
+    if not running and facts.server.pid is not None:  # a pid file whose process is gone: killed or crashed
+        start = replace(start, description=f"{start.description} (again: pid {facts.server.pid} died unexpectedly)")
+    plan.steps.append(start)
     plan.steps.append(wait_step(layout, server, ready_timeout))
+    require_room(facts, plan)
     return plan
 
 
@@ -307,6 +375,10 @@ def stop_step(facts: HostFacts, description: str = "stop JupyterLab") -> Command
 
 
 def plan_stop(facts: HostFacts) -> Plan:
+    if not facts.server.alive and facts.server.pid is not None:
+        # It died behind labhop's back: forget it, so that status stops reporting a death.
+        return Plan(steps=[Command(f"remove the stale pid file of JupyterLab (pid {facts.server.pid} died unexpectedly)",
+                                   f"rm -f {shell.q(layout_for(facts).pid_file)}")])
     if not facts.server.alive:
         return Plan(steps=[Skip("stop JupyterLab", "not running")])
     return Plan(steps=[stop_step(facts)])

@@ -52,11 +52,29 @@ for line in cfg.splitlines():
     if key.strip() in ("version", "version_info"):
         venv_version = value.strip()
 packages = {}
-for info in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info")):
-    name, _, rest = os.path.basename(info)[:-len(".dist-info")].partition("-")
-    packages[name.lower().replace("_", "-")] = rest
+site = os.path.join(venv, "lib", "python*", "site-packages")
+for info in glob.glob(os.path.join(site, "*.dist-info")) + glob.glob(os.path.join(site, "*.egg-info")):
+    base, ext = os.path.splitext(os.path.basename(info))
+    if ext == ".dist-info" and not os.path.exists(os.path.join(info, "RECORD")):
+        continue  # RECORD is written last: an install killed half-way left this one
+    name, _, rest = base.partition("-")
+    packages[name.lower().replace("_", "-")] = rest.split("-")[0]  # egg-info: "1.0.3-py3.11"
+# Markers the venv and install steps write when they complete (tasks/plan.py): a run
+# killed half-way leaves none, and the next run redoes that step.
 out["venv"] = {"exists": os.path.isfile(os.path.join(venv, "bin", "python")),
-               "version": venv_version, "packages": packages}
+               "version": venv_version, "packages": packages,
+               "complete": os.path.exists(os.path.join(venv, ".labhop-venv-complete")),
+               "installed": read(os.path.join(venv, ".labhop-installed"))}
+# Room to write: the prefix, or its nearest existing parent when a first run is to create it.
+# access() also says EROFS for a read-only mount, which no mode bit (and not root) gets past.
+room_dir = prefix
+while not os.path.isdir(room_dir) and os.path.dirname(room_dir) != room_dir:
+    room_dir = os.path.dirname(room_dir)
+try:
+    fs = os.statvfs(room_dir)
+    out["room"] = {"dir": room_dir, "writable": os.access(room_dir, os.W_OK), "free": fs.f_bavail * fs.f_frsize}
+except OSError:
+    out["room"] = None
 # Interpreter signature: which binary wheels this python installs (offline wheelhouses).
 import sysconfig
 libc = None
@@ -244,7 +262,6 @@ class Room:
 
 @dataclass(frozen=True)
 class HostFacts:
-
     python_executable: str
     python_version: tuple[int, int, int]
     python_implementation: str = "CPython"
@@ -261,6 +278,9 @@ class HostFacts:
     venv_exists: bool = False
     venv_version: Optional[str] = None
     venv_packages: dict[str, str] = field(default_factory=dict)
+    venv_complete: bool = False  # its creation finished (marker), see tasks/plan.py venv_ok
+    venv_installed: Optional[str] = None  # the requirements the last complete install step installed
+    room: Optional[Room] = None  # can labhop write below the prefix, and how much
     rmate_link: Optional[str] = None
     login_path: Optional[str] = None
     profiles: dict[str, bool] = field(default_factory=dict)
@@ -303,7 +323,7 @@ def parse_facts(stdout: str) -> HostFacts:
     server = raw.get("server", {})
     known = {"python", "venv", "server", "user", "uid", "home", "shell", "hostname", "prefix",
              "prefix_exists", "bin_dir", "tmux", "uv", "rmate_link", "login_path", "profiles",
-             "config", "port_free", "signature", "index", "wheelhouse"}
+             "config", "port_free", "signature", "index", "wheelhouse", "room"}
     index = raw.get("index")
     return HostFacts(
         python_executable=py["executable"],
@@ -322,6 +342,9 @@ def parse_facts(stdout: str) -> HostFacts:
         venv_exists=venv.get("exists", False),
         venv_version=venv.get("version"),
         venv_packages=dict(venv.get("packages", {})),
+        venv_complete=bool(venv.get("complete", False)),
+        venv_installed=venv.get("installed"),
+        room=Room(**raw["room"]) if raw.get("room") else None,
         rmate_link=raw.get("rmate_link"),
         login_path=raw.get("login_path"),
         profiles=dict(raw.get("profiles", {})),

@@ -29,6 +29,8 @@ class Status:
     variant: Optional[str]
     url: Optional[str]
     since: Optional[str]
+    # The pid in a pid file whose process is gone: JupyterLab died behind labhop's back.
+    stale_pid: Optional[int] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,4 +60,5 @@ def status_of(host: str, facts: HostFacts, address: str) -> Status:
         since = datetime.datetime.fromtimestamp(facts.server.since, tz=datetime.timezone.utc).isoformat(timespec="seconds")
     return Status(host=host, running=facts.server.alive, pid=facts.server.pid if facts.server.alive else None,
                   port=jupyter_config.stored_port(facts.config), variant=variant,
-                  url=url_for(facts.config, address) if facts.server.alive else None, since=since)
+                  url=url_for(facts.config, address) if facts.server.alive else None, since=since,
+                  stale_pid=facts.server.pid if not facts.server.alive else None)

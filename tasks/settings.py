@@ -51,12 +51,19 @@ def resolve_settings(entry: Optional[HostEntry], *, port: Optional[object] = Non
     is_public = bool(pick(public, e.public, False))
     chosen_port = parse_port(port, "--port") if port is not None else (e.port or DEFAULT_PORT)
     chosen_ip = pick(ip, e.ip, ALL_INTERFACES if is_public else LOCALHOST)
+    # Name each value by where it came from: the flag, or the inventory key.
+    ip_from = "--ip" if ip is not None else "`ip` in the inventory"
+    public_from = "--public" if public else "`public = true` in the inventory"
     try:
         address = ipaddress.ip_address(chosen_ip)
     except ValueError:
-        raise UsageError(f"--ip: {chosen_ip!r} is not an IP address") from None
+        raise UsageError(f"{ip_from}: {chosen_ip!r} is not an IP address") from None
     if not is_public and not address.is_loopback:
-        raise UsageError(f"--ip {chosen_ip} listens beyond localhost: that needs --public (and a password)")
+        raise UsageError(f"{ip_from} {chosen_ip} listens beyond localhost: that needs --public (and a password)")
+    if is_public and address.is_loopback:
+        # A password-protected server nobody else can reach is a contradiction, not a safer default.
+        raise UsageError(f"{public_from} conflicts with {ip_from} {chosen_ip}: --public listens beyond "
+                         f"localhost; drop it for the token variant on localhost, or give a non-loopback --ip")
     return HostSettings(
         prefix=e.prefix or DEFAULT_PREFIX,
         bin_dir=e.bin_dir or DEFAULT_BIN_DIR,

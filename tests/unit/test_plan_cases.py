@@ -11,7 +11,7 @@ import pytest
 
 from tasks.errors import LabhopError
 from tasks.jupyter_config import render
-from tasks.plan import plan_provision, plan_serve, server_settings
+from tasks.plan import INSTALLED_MARK, plan_provision, plan_serve, server_settings
 from tasks.probe import parse_facts
 from tasks.settings import resolve_settings
 from tasks.steps import Command, Skip, WriteFile
@@ -23,6 +23,9 @@ KINDS = {"command": Command, "write": WriteFile, "skip": Skip}
 def build(case: dict):
     settings = resolve_settings(None, **case.get("settings", {}))
     facts_json = dict(case["facts"])
+    venv = facts_json.get("venv") or {}
+    if venv.get("installed") == "@complete":  # the mark a finished install step leaves
+        facts_json["venv"] = {**venv, "installed": INSTALLED_MARK}
     if case["task"] == "provision":
         return lambda: plan_provision(parse_facts(json.dumps(facts_json)), settings), None
     probe_facts = parse_facts(json.dumps({**facts_json, "config": None}))
@@ -59,6 +62,8 @@ def test_plan_case(path: Path) -> None:
         assert snippet in written[0].content
     for step in written:
         assert step.mode == 0o600
+    for index, snippet in case.get("commands_contain", []):
+        assert snippet in plan.steps[index].command
 
 
 def test_cases_exist() -> None:

@@ -29,7 +29,18 @@ def test_public_listens_everywhere_by_default() -> None:
     ({"port": "65536"}, "out of range"),
     ({"ip": "nowhere"}, "--ip: 'nowhere' is not an IP address"),
     ({"ip": "0.0.0.0"}, "needs --public"),
+    ({"public": True, "ip": "127.0.0.1"}, "--public conflicts with --ip 127.0.0.1"),
+    ({"public": True, "ip": "::1"}, "--public conflicts with --ip ::1"),
 ])
 def test_bad_flags(kwargs: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
         resolve_settings(None, **kwargs)
+
+
+def test_conflicts_name_where_each_value_came_from() -> None:
+    with pytest.raises(UsageError, match="--public conflicts with `ip` in the inventory 127.0.0.1"):
+        resolve_settings(HostEntry(name="a", ip="127.0.0.1"), public=True)
+    with pytest.raises(UsageError, match=r"`public = true` in the inventory conflicts with --ip 127.0.0.1"):
+        resolve_settings(HostEntry(name="a", public=True), ip="127.0.0.1")
+    with pytest.raises(UsageError, match="`ip` in the inventory 10.0.0.5 listens beyond localhost"):
+        resolve_settings(HostEntry(name="a", ip="10.0.0.5"))
