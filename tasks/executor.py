@@ -109,7 +109,8 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
             result = StepResult(step, changed=False if isinstance(step, Skip) else True)
         else:
             if isinstance(step, WriteFile):
-                run(c, shell.atomic_write(step.path, step.mode), stdin=step.content, what=step.description)
+                run(c, shell.atomic_write(step.path, step.mode, len(step.content.encode())), stdin=step.content,
+                    what=step.description)
             elif isinstance(step, Command):
                 run(c, step.command, stdin=step.stdin, background=step.background, what=step.description)
             elif isinstance(step, Upload):
