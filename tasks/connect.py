@@ -7,6 +7,7 @@ including the file given with ``-S``), ProxyJump included.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -128,13 +129,20 @@ def open_chain(target: Target) -> None:
             if index > 0 and type(exc).__name__ == "ChannelException":
                 raise LabhopError(f"{connections[index - 1][0]} cannot reach {hop_title(chain, index)}: "
                                   f"{_channel_reason(exc)}") from None
-            raise LabhopError(f"{hop_title(chain, index)}: {reason}") from None
+            error = UsageError if _unknown_name(exc) else LabhopError
+            raise error(f"{hop_title(chain, index)}: {reason}") from None
 
 
 def close_chain(target: Target) -> None:
     """Close the target's connection, then each jump host's, innermost first."""
     for _name, cxn in reversed(chain_of(target)):
         cxn.close()
+
+
+def _unknown_name(exc: BaseException) -> bool:
+    """DNS says the name does not exist (not a temporary failure): a typo, so a usage error (exit 2)."""
+    permanent = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    return isinstance(exc, socket.gaierror) and exc.errno in permanent
 
 
 def _channel_reason(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from invoke.exceptions import Failure, UnexpectedExit
 
 from . import lock, shell
 from .errors import LabhopError
-from .probe import PROBE_SOURCE, HostFacts, parse_facts, probe_args
+from .probe import MIN_PYTHON, PROBE_SOURCE, HostFacts, parse_facts, probe_args
 from .settings import HostSettings
 from .steps import Command, Skip, Step, Transfer, Upload, WriteFile
 
@@ -90,8 +90,7 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
     except Exception as exc:
         raise LabhopError(describe_connection_error(exc)) from None
     if result.exited == 127:
-        raise LabhopError(f"no {settings.python} on the target (labhop needs Python >= 3.9 there; "
-                          f"set `python` in inventory.toml if it lives elsewhere)")
+        raise LabhopError(no_python(settings.python))
     if result.exited != 0:
         raise LabhopError(f"probing the target failed (exit {result.exited}): {_tail(result.stderr)}")
     return parse_facts(result.stdout)
@@ -305,11 +304,17 @@ def hold_lock(c: Any, command: str, *, python: str, wait: float,
         thread.join(timeout=10)
 
 
+def no_python(python: str) -> str:
+    need = ".".join(map(str, MIN_PYTHON))
+    return (f"no {python} on the target (labhop needs Python >= {need} there; "
+            f"set `python` in inventory.toml if it lives elsewhere)")
+
+
 def _lock_failure(outcome: dict[str, Any], stderr: str, python: str) -> str:
     if "error" in outcome:
         return describe_connection_error(outcome["error"])
     result = outcome.get("result")
     exited = getattr(result, "exited", None)
     if exited == 127:
-        return f"no {python} on the target (labhop needs Python >= 3.9 there; set `python` in inventory.toml)"
+        return no_python(python)
     return f"taking labhop's lock on the target failed (exit {exited}): {_tail(stderr) or 'no output'}"

@@ -18,46 +18,62 @@ from typing import Any, Optional
 
 from . import shell
 from .layout import Layout
+from .probe import MIN_PYTHON
 
 # How long a run waits for another one on the same target before giving up (an install
 # from scratch takes about a minute; a slow link several).
 LOCK_WAIT = 900
 
-# Runs on the target's python (any version from 2.7 on: a too old interpreter must still
-# get as far as the probe that names its version). argv[1]: JSON {path, prefix, owner}.
+# Runs on the target's python (any version from 2.7 on: it refuses one older than labhop
+# needs before anything is written). argv[1]: JSON {path, prefix, owner, min_python}.
 # Prints one line per event: "waiting <owner json>", "locked <json>", "error <text>".
+# A first run that fails leaves nothing behind: the prefix this holder created is removed on
+# release if the lock file is all it holds. A waiter checks that the file it locked is still
+# the one at the path (that removal unlinks it) and starts over if not.
 LOCK_SOURCE = r'''
 import errno, fcntl, json, os, select, sys, time
 args = json.loads(sys.argv[1])
+def say(kind, value):
+    sys.stdout.write(kind + " " + json.dumps(value) + "\n"); sys.stdout.flush()
+need = tuple(args["min_python"])
+if sys.version_info[:len(need)] < need:
+    say("error", "%s is Python %s; labhop needs Python >= %s on the target" % (
+        sys.executable, ".".join(map(str, sys.version_info[:3])), ".".join(map(str, need))))
+    sys.exit(3)
 def expand(p):
     return os.path.join(os.path.expanduser("~"), p[2:]) if p.startswith("~/") else os.path.expanduser(p)
 prefix, path = expand(args["prefix"]), expand(args["path"])
-def say(kind, value):
-    sys.stdout.write(kind + " " + json.dumps(value) + "\n"); sys.stdout.flush()
 def fail(what, exc):
     say("error", "cannot %s %s: %s" % (what, getattr(exc, "filename", None) or prefix,
                                        os.strerror(exc.errno) if exc.errno else exc))
     sys.exit(3)
+def gone():
+    # The run that started us gave up or died: stop waiting, never take the lock for nobody.
+    return bool(select.select([sys.stdin], [], [], 0.2)[0]) and not os.read(sys.stdin.fileno(), 65536)
 os.umask(0o077)
-created = False
-if not os.path.isdir(prefix):
-    try:
-        os.makedirs(prefix, 0o700); created = True
-    except OSError as exc:
-        if exc.errno != errno.EEXIST: fail("create", exc)
-try:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-except OSError as exc:
-    # A read-only prefix that already has its lock file can still be locked (and probed):
-    # whether anything needs writing there is for the plan to say.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        fail("write below", exc)
-waited = False
+created = waited = False
 while True:
+    if not os.path.isdir(prefix):
+        try:
+            os.makedirs(prefix, 0o700); created = True
+        except OSError as exc:
+            if exc.errno != errno.EEXIST: fail("create", exc)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        # A read-only prefix that already has its lock file can still be locked (and probed):
+        # whether anything needs writing there is for the plan to say.
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            fail("write below", exc)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino: break
+        except OSError:
+            pass
+        os.close(fd); continue  # we locked a file its holder removed on the way out: again
     except (IOError, OSError) as exc:
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): fail("lock", exc)
     if not waited:
@@ -67,9 +83,8 @@ while True:
         except (OSError, ValueError, TypeError, AttributeError):
             holder = {}
         say("waiting", holder); waited = True
-    # The run that started us gave up or died: stop waiting, never take the lock for nobody.
-    if select.select([sys.stdin], [], [], 0.2)[0] and not os.read(sys.stdin.fileno(), 65536):
-        sys.exit(0)
+    os.close(fd)
+    if gone(): sys.exit(0)
 owner = dict(args["owner"], holder_pid=os.getpid(), since=time.time())
 try:  # best effort: who holds the lock is for messages only (a full disk must not stop us here)
     os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, json.dumps(owner).encode()); os.fsync(fd)
@@ -77,6 +92,11 @@ except OSError:
     pass
 say("locked", {"created_prefix": created, "waited": waited})
 while os.read(sys.stdin.fileno(), 65536):
+    pass
+try:
+    if created and os.listdir(prefix) == [os.path.basename(path)]:  # the run wrote nothing: leave no trace
+        os.unlink(path); os.rmdir(prefix)
+except OSError:
     pass
 '''
 
@@ -99,8 +119,9 @@ class LockEvent:
     value: Any
 
 
-def lock_command(python: str, layout: Layout, owner: Owner) -> str:
-    args = json.dumps({"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict()})
+def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON) -> str:
+    args = json.dumps({"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
+                       "min_python": list(min_python)})
     return shell.join([python, "-c", LOCK_SOURCE, args])
 
 

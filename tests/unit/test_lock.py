@@ -48,6 +48,7 @@ def test_second_run_waits_says_who_and_gets_the_lock_when_the_first_ends(tmp_pat
         assert next_event(first) == LockEvent("locked", {"created_prefix": True, "waited": False})
         assert oct(prefix.stat().st_mode & 0o777) == "0o700"
         assert oct((prefix / "lock").stat().st_mode & 0o777) == "0o600"
+        (prefix / "venv").mkdir()  # the first run did some work
         second = start_holder(prefix, "serve", 42)
         try:
             waiting = next_event(second)
@@ -144,3 +145,43 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_first_run_that_wrote_nothing_leaves_no_trace_and_its_waiter_starts_over(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    first = start_holder(prefix, "provision", 41)
+    assert next_event(first).value["created_prefix"] is True
+    second = start_holder(prefix, "serve", 42)
+    try:
+        assert next_event(second).kind == "waiting"
+        first.stdin.close()  # the first run failed before writing anything (a plan error)
+        assert first.wait(timeout=5) == 0
+        # The waiter locked the removed file, noticed, and made the prefix again for itself.
+        assert next_event(second) == LockEvent("locked", {"created_prefix": True, "waited": True})
+        assert json.loads((prefix / "lock").read_text())["task"] == "serve"
+    finally:
+        second.stdin.close()
+        assert second.wait(timeout=5) == 0
+    assert not prefix.exists()
+
+
+def test_a_prefix_that_was_there_before_is_never_removed(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    holder = start_holder(prefix)
+    assert next_event(holder).value["created_prefix"] is False
+    holder.stdin.close()
+    assert holder.wait(timeout=5) == 0
+    assert sorted(p.name for p in prefix.iterdir()) == ["lock"]
+
+
+def test_a_too_old_python_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    owner = Owner(task="provision", controller="laptop", pid=1)
+    command = lock_command(sys.executable, Layout(str(prefix)), owner, min_python=(99, 0))
+    done = subprocess.run(["sh", "-c", command], stdin=subprocess.PIPE, capture_output=True, text=True, timeout=20)
+    version = ".".join(map(str, sys.version_info[:3]))
+    assert parse_event(done.stdout) == LockEvent(
+        "error", f"{sys.executable} is Python {version}; labhop needs Python >= 99.0 on the target")
+    assert done.returncode == 3
+    assert not prefix.exists()
