@@ -324,8 +324,12 @@ def ssh_binary() -> Optional[str]:
 
 # -- verification ------------------------------------------------------------------------------
 
-def check_http(end: JupyterEnd, host: str, port: int, *, timeout: float = 15.0) -> tuple[Optional[int], str]:
-    """(HTTP status, error text) of the server's API through the forward, with the token."""
+def check_http(end: JupyterEnd, host: str, port: int, *, timeout: float = 15.0,
+               host_header: Optional[str] = None) -> tuple[Optional[int], str]:
+    """(HTTP status, error text) of the server's API through the forward, with the token.
+
+    ``host_header``: ask as another machine would (its Host header names this machine, not localhost).
+    """
     path = "/api/status" if not end.public else "/login"
     query = f"?token={end.token}" if end.token and not end.public else ""
     url = f"{end.scheme}://{_url_host(host)}:{port}{path}{query}"
@@ -334,7 +338,9 @@ def check_http(end: JupyterEnd, host: str, port: int, *, timeout: float = 15.0) 
     error = ""
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=max(1.0, deadline - time.monotonic()), context=context) as r:
+            request = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+            with urllib.request.urlopen(request, timeout=max(1.0, deadline - time.monotonic()),
+                                        context=context) as r:
                 return r.status, ""
         except urllib.error.HTTPError as exc:
             return exc.code, ""
@@ -527,6 +533,7 @@ class Opener:
         status, error = check_http(self.end, host, local_port)
         where = f"{self.host}'s {_url_host(self.end.host)}:{self.end.port}"
         if status == 200:
+            self._verify_shared(host, local_port)
             return
         if status == 403 and not self.end.public:
             raise LabhopError(f"the tunnel works, but the server on {where} refused labhop's token "
@@ -538,6 +545,18 @@ class Opener:
             raise LabhopError(f"the tunnel reached {self.host}, but nothing answers on {where}: {far} "
                               f"(is JupyterLab running? `fab -H {self.host} status`)")
         raise LabhopError(f"the tunnel is up but {where} did not answer through it: {error}")
+
+    def _verify_shared(self, host: str, local_port: int) -> None:
+        """--bind beyond loopback: does the server answer other machines too? (Jupyter checks the Host header.)"""
+        if ipaddress.ip_address(self.req.bind).is_loopback or self.end is None or self.end.public:
+            return
+        status, _ = check_http(self.end, host, local_port, timeout=5,
+                               host_header=f"{_url_host(self.req.bind)}:{local_port}")
+        if status == 403:
+            self.s.report.warn(
+                f"other machines get HTTP 403 through this tunnel: JupyterLab on {self.host} (localhost variant) "
+                f"answers only requests addressed to localhost (ServerApp.allow_remote_access is off); "
+                f"this machine is fine; for a server others can use, `fab -H {self.host} serve --public`")
 
     def _write_rc(self, port: int) -> None:
         command = f"{shell.q(self.s.settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
