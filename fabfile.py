@@ -129,7 +129,7 @@ def url(c):
 
 
 @task(help={
-    "local-port": "port on this machine (default: the server's port; the next free one when it is busy)",
+    "local-port": "port on this machine (default: the server's port, or the next free one when that is busy)",
     "bind": "address to listen on here (default 127.0.0.1; 0.0.0.0 shares the tunnel with your network)",
     "background": "detach and return; `fab -H HOST tunnel --close` ends it",
     "close": "end the tunnel this machine holds open to the host",

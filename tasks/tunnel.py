@@ -459,6 +459,10 @@ class Opener:
         if not self.req.jupyter or self.end is None:
             return None
         wanted = start or self.req.local_port or self.end.port
+        if self.req.local_port and not port_is_free(self.req.bind, wanted):
+            # The user asked for this port: another one would be a surprise, not a favour.
+            raise LabhopError(f"--local-port {wanted}: busy on {self.req.bind} here; pick another, "
+                              f"or leave --local-port out to take the next free one")
         port = choose_local_port(wanted, lambda p: port_is_free(self.req.bind, p))
         if port != wanted:
             self.say(f"local port {wanted} is busy here: using {port}")
@@ -473,7 +477,8 @@ class Opener:
             failure = self._wait_local(proc, local_port, log)
             if failure is None:
                 break
-            if local_port is not None and failure.startswith("local port") and "busy" in failure:
+            if local_port is not None and failure.startswith("local port") and "busy" in failure \
+                    and not self.req.local_port:
                 self.say(f"{failure}; trying the next one")
                 local_port = self._pick_local_port(local_port + 1)
                 continue

@@ -302,11 +302,11 @@ def test_tunnel_background_then_close(scene: Scene) -> None:
 
 
 def test_busy_local_port_takes_the_next_free_one_and_says_so(scene: Scene) -> None:
-    wanted = free_port()
+    wanted = scene.port  # the default local port: the server's own
     with socket.socket() as holder:  # a local Jupyter already on the port (seed 001's 8888)
         holder.bind(("127.0.0.1", wanted))
         holder.listen()
-        out = scene.fab("tunnel", "--background", "--local-port", str(wanted)).ok().stdout
+        out = scene.fab("tunnel", "--background").ok().stdout
         try:
             got = port_of(url_in(out))
             assert got != wanted
@@ -314,6 +314,11 @@ def test_busy_local_port_takes_the_next_free_one_and_says_so(scene: Scene) -> No
             assert http_status(url_in(out).replace("/lab?", "/api/status?")) == 200
         finally:
             scene.fab("tunnel", "--close").ok()
+        # A port the user named is theirs: busy is an error, not a silent substitute.
+        named = scene.fab("tunnel", "--background", "--local-port", str(wanted))
+        assert named.returncode == 1, named.output
+        assert named.stderr.strip() == (f"labhop: internal: --local-port {wanted}: busy on 127.0.0.1 here; "
+                                        f"pick another, or leave --local-port out to take the next free one")
 
 
 def test_three_hops_and_proxyjump_from_the_ssh_config_file(scene: Scene) -> None:
