@@ -1,11 +1,13 @@
 """Helpers for integration tests: run `fab` the way a user does, against a test host."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,20 @@ def need(condition: bool, why: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"cannot run under CI: {why}")
     pytest.skip(why)
+
+
+_CACHE: list[Path] = []
+
+
+def controller_cache() -> Path:
+    """The controller-side cache for this test session (LABHOP_TEST_CACHE_DIR keeps one across sessions)."""
+    if not _CACHE:
+        if os.environ.get("LABHOP_TEST_CACHE_DIR"):
+            _CACHE.append(Path(os.environ["LABHOP_TEST_CACHE_DIR"]))
+        else:
+            _CACHE.append(Path(tempfile.mkdtemp(prefix="labhop-test-cache-")))
+            atexit.register(shutil.rmtree, _CACHE[0], True)
+    return _CACHE[0]
 
 
 def free_port() -> int:
@@ -63,6 +79,9 @@ class Workspace:
     def env(self, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABHOP_")}
         env["LABHOP_INVENTORY"] = str(self.inventory)
+        # Wheelhouses for offline targets (and pip's downloads for them): once per session, not in ~/.cache.
+        env["LABHOP_CACHE_DIR"] = str(controller_cache())
+        env["PIP_CACHE_DIR"] = str(controller_cache() / "pip")
         if self.home is not None:
             env["HOME"] = str(self.home)
         env.update(extra or {})
