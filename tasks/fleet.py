@@ -219,12 +219,15 @@ class FleetExecutor(Executor):
 class _HostLines:
     """Stands in for sys.stdout / sys.stderr while hosts run at once: each worker thread's
     text is collected line by line and written whole, under its host's ``[host]`` prefix
-    (lines the Reporter already prefixed are left as they are)."""
+    (lines the Reporter already prefixed are left as they are). An explicit ``flush()`` of
+    a partial line shows it at once: that is how a question (a host key to accept) appears
+    before its answer is read."""
 
     def __init__(self, real: TextIO, lock: threading.Lock) -> None:
         self._real = real
         self._lock = lock
         self._partial: dict[int, str] = {}
+        self._midline: set[int] = set()  # threads whose current line was shown in part (prefix written)
 
     def write(self, text: str) -> int:
         host = getattr(_current, "host", None)
@@ -237,24 +240,40 @@ class _HostLines:
         if rest:
             self._partial[key] = rest
         if lines:
-            self._emit(host, lines)
+            self._emit(key, host, "".join(self._prefixed(key, host, line) + "\n" for line in lines))
         return len(text)
 
+    def flush(self) -> None:
+        host = getattr(_current, "host", None)
+        key = threading.get_ident()
+        rest = self._partial.pop(key, "")
+        if host is not None and rest:
+            text = self._prefixed(key, host, rest)
+            self._midline.add(key)
+            self._emit(key, host, text)
+        else:
+            with self._lock:
+                self._real.flush()
+
     def end_thread(self) -> None:
-        rest = self._partial.pop(threading.get_ident(), "")
+        key = threading.get_ident()
+        rest = self._partial.pop(key, "")
         host = getattr(_current, "host", None)
         if rest and host:
-            self._emit(host, [rest])
+            self._emit(key, host, self._prefixed(key, host, rest) + "\n")
+        self._midline.discard(key)
 
-    def _emit(self, host: str, lines: list[str]) -> None:
+    def _prefixed(self, key: int, host: str, line: str) -> str:
+        if key in self._midline:  # the rest of a line whose start (and prefix) is already out
+            self._midline.discard(key)
+            return line
         mark = f"[{host}]"
-        text = "".join((line if line.startswith(mark) else f"{mark} {line}") + "\n" for line in lines)
+        return line if line.startswith(mark) else f"{mark} {line}"
+
+    def _emit(self, key: int, host: str, text: str) -> None:
         with self._lock:
             self._real.write(text)
             self._real.flush()
-
-    def flush(self) -> None:
-        self._real.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...
         return getattr(self._real, name)

@@ -37,6 +37,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -254,10 +255,15 @@ def _ssh_quote(path: str) -> str:
 
 # -- the paramiko side ---------------------------------------------------------------------------
 
+# A fleet run (tasks/fleet.py) connects to its hosts at once: one question, and its answer, at a time.
+_ASK_LOCK = threading.Lock()
+
+
 def _ask_on_terminal(question: str) -> str:
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    return sys.stdin.readline().strip()
+    with _ASK_LOCK:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        return sys.stdin.readline().strip()
 
 
 class VerifyingPolicy(MissingHostKeyPolicy):

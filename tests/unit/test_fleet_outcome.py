@@ -150,3 +150,19 @@ def test_host_lines_prefix_each_whole_line_once() -> None:
         assert mine[200:] == [f"[{host}] already prefixed", f"[{host}] no newline at the end"]
     lines.write("main thread text\n")
     assert sink.getvalue().endswith("main thread text\n")
+
+
+def test_host_lines_flush_shows_a_question_at_once() -> None:
+    sink = io.StringIO()
+    lines = _HostLines(sink, threading.Lock())
+    _current.host = "h"
+    try:
+        lines.write("The authenticity of host 'h' can't be established.\nAre you sure (yes/no)? ")
+        assert sink.getvalue() == "[h] The authenticity of host 'h' can't be established.\n"
+        lines.flush()  # what a prompt does before reading the answer
+        assert sink.getvalue().endswith("[h] Are you sure (yes/no)? ")
+        lines.write("recorded\nnext line\n")  # the rest of that line carries no second prefix
+        lines.end_thread()
+    finally:
+        _current.host = None
+    assert sink.getvalue().splitlines()[1:] == ["[h] Are you sure (yes/no)? recorded", "[h] next line"]
