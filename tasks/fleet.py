@@ -16,6 +16,7 @@ This one:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -98,13 +99,16 @@ class FleetExecutor(Executor):
         results: list[HostResult] = []
         returned: dict[Any, Any] = {}
         broken: set[str] = set()  # hosts on which a task failed: later tasks skip them
+        # --json: stdout carries the document alone, whatever a task (with or without --json) prints.
+        quiet = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
         try:
-            for wave in _waves(calls):
-                for call, result in zip(wave, self._run_wave(wave, broken, limit, json_mode, several)):
-                    results.append(result)
-                    returned[call.task] = result
-                    if not result.ok:
-                        broken.add(result.host)
+            with quiet:
+                for wave in _waves(calls):
+                    for call, result in zip(wave, self._run_wave(wave, broken, limit, json_mode, several)):
+                        results.append(result)
+                        returned[call.task] = result
+                        if not result.ok:
+                            broken.add(result.host)
         except KeyboardInterrupt:
             results.append(failed("-", "-", "interrupted", EXIT_INTERRUPTED))
         seconds = time.monotonic() - started

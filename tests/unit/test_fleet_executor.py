@@ -155,3 +155,11 @@ def test_single_host_keeps_plain_fabric_output(monkeypatch, tmp_path, capsys) ->
     assert code == 1
     assert out == "working on h1\n"  # no prefix added, no table for one host
     assert err.strip() == "labhop: h1: connection refused on h1"
+
+
+def test_json_on_one_task_keeps_stdout_for_the_document(monkeypatch, tmp_path, capsys) -> None:
+    code, out, err = run(["-H", "h1", "after", "work", "--json"], monkeypatch, tmp_path, capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [(r["host"], r["task"]) for r in doc["results"]] == [("h1", "after"), ("h1", "work")]
+    assert "after ran" in err and "working on h1" in err
