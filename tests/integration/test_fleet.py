@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.harness.sshd import make_client_key, start_sshd, write_ssh_config
-from tests.support import Workspace, free_port, http_status, need
+from tests.support import REPO, Workspace, free_port, http_status, login, need
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +155,58 @@ def http_status_or_none(port: int):
         return http_status(f"http://127.0.0.1:{port}/api/status", timeout=2)
     except OSError:
         return None
+
+
+def test_ci_example_workflow(fleet, tmp_path: Path) -> None:
+    """docs/ci.md's GitHub Actions job, its run: steps as Actions runs them, against a real sshd."""
+    try:
+        import yaml
+    except ImportError:
+        need(False, "PyYAML is needed to read the workflow in docs/ci.md")
+    _, servers, _ = fleet
+    host = servers["alpha"]
+    text = (REPO / "docs" / "ci.md").read_text()
+    workflow = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    job = workflow["jobs"]["provision"]
+    home, temp = tmp_path / "home", tmp_path / "runner-temp"
+    home.mkdir()
+    temp.mkdir()
+    port = free_port()
+    password = "ci password from a secret"
+    values = {
+        "secrets.LAB_SSH_KEY": host.identity_file.read_text().strip(),
+        "secrets.LAB_KNOWN_HOSTS": host.known_hosts_line,
+        "secrets.LAB_JUPYTER_PASSWORD": password,
+        "vars.LAB_HOST": host.address, "vars.LAB_PORT": str(host.port), "vars.LAB_USER": host.user,
+        "runner.temp": str(temp),
+    }
+
+    def expand(value: str) -> str:
+        return re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", lambda m: values[m.group(1)], str(value))
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LABHOP_")}
+    base_env.update(HOME=str(home), RUNNER_TEMP=str(temp), CI="true")
+    base_env.update({k: expand(v) for k, v in job.get("env", {}).items()})
+    base_env["JUPYTER_PORT"] = str(port)  # a free port on this shared machine instead of 8888
+    ran = []
+    try:
+        for step in job["steps"]:
+            if "run" not in step or "pip install" in step["run"]:
+                continue  # actions (checkout, setup-python) and installing: done already here
+            env = {**base_env, **{k: expand(v) for k, v in step.get("env", {}).items()}}
+            proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", expand(step["run"])],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+                                  stdin=subprocess.DEVNULL)
+            assert proc.returncode == 0, f"step {step.get('name')!r} failed:\n{proc.stdout}\n{proc.stderr}"
+            ran.append((step.get("name"), proc.stdout))
+        assert [name for name, _ in ran] == ["SSH key, known host and ssh_config from secrets", "Provision and serve"]
+        provisioned = json.loads((temp / "provision.json").read_text())
+        served = json.loads((temp / "serve.json").read_text())
+        assert provisioned["ok"] and served["ok"]
+        url = served["results"][0]["url"]
+        assert url == f"https://{host.address}:{port}/lab"
+        assert ran[1][1].strip() == f"lab serve: changed {url}"
+        assert login(url[: -len("/lab")], password)[1] == 200
+        assert password not in (temp / "serve.json").read_text() + ran[1][1]
+    finally:
+        subprocess.run(["fab", "-H", "lab", "stop"], cwd=REPO, env=base_env, capture_output=True, timeout=120)
