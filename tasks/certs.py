@@ -22,11 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# cryptography's x509 is imported inside the functions that need it: every fab run loads this
+# module (the fabfile imports it), most never touch a certificate (bench/noop_provision.py).
 
 from .errors import UsageError
 from .probe import HostFacts
@@ -107,6 +104,9 @@ def fingerprint(der: bytes) -> str:
 
 def inspect(pem: str) -> CertInfo:
     """What a PEM certificate says about itself (ValueError when it is not one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     cert = x509.load_pem_x509_certificate(pem.encode("ascii", "replace"))
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -129,6 +129,11 @@ def generate(names: Names, *, now: Optional[datetime.datetime] = None) -> tuple[
     ECDSA P-256: every browser takes it and it is made in a millisecond. A leaf
     (CA:FALSE, serverAuth) so that browsers accept it as a per-site exception.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     now = now or datetime.datetime.now(datetime.timezone.utc)
     key = ec.generate_private_key(ec.SECP256R1())
     common_name = (names.dns or names.ips or ("labhop",))[0]
@@ -160,6 +165,9 @@ def generate(names: Names, *, now: Optional[datetime.datetime] = None) -> tuple[
 
 def load_pair(certfile: str, keyfile: str, *, now: Optional[datetime.datetime] = None) -> tuple[str, str]:
     """The user's own certificate and key (controller files), checked before anything connects."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     cert_pem = _read(certfile, "--certfile")
     key_pem = _read(keyfile, "--keyfile")
     try:

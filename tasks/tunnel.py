@@ -24,8 +24,6 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -330,6 +328,9 @@ def check_http(end: JupyterEnd, host: str, port: int, *, timeout: float = 15.0,
 
     ``host_header``: ask as another machine would (its Host header names this machine, not localhost).
     """
+    import urllib.error  # here, not at the top: every fab run loads this module, few check a tunnel
+    import urllib.request
+
     path = "/api/status" if not end.public else "/login"
     query = f"?token={end.token}" if end.token and not end.public else ""
     url = f"{end.scheme}://{_url_host(host)}:{port}{path}{query}"
