@@ -35,10 +35,15 @@ def test_provision_is_idempotent_and_rmate_is_on_the_login_path(remote) -> None:
     second = ws.fab("provision", host="target").ok()
     assert "provision: nothing to do" in second.stdout
     assert "changed" not in second.stdout
-    found = ssh(server.ssh_config, "target", "bash -lc 'command -v rmate && rmate --version'")
+    # Other test modules share this sshd's HOME (and may put their own bin_dir first on the
+    # login PATH), so check our link and that a login shell finds a working rmate.
+    link = ssh(server.ssh_config, "target", f"readlink {server.home}/.local/bin/rmate")
+    assert link.stdout.strip() == f"{server.home}/.labhop-core/venv/bin/rmate", link.stderr
+    login_path = ssh(server.ssh_config, "target", "bash -lc 'echo $PATH'").stdout.strip().split(":")
+    assert f"{server.home}/.local/bin" in login_path
+    found = ssh(server.ssh_config, "target", "bash -lc 'rmate --version'")
     assert found.returncode == 0, found.stderr
-    assert found.stdout.splitlines()[0] == f"{server.home}/.local/bin/rmate"
-    assert "rmate" in found.stdout.splitlines()[1].lower()
+    assert "rmate" in found.stdout.lower()
 
 
 def test_serve_localhost_token(remote) -> None:
