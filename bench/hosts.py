@@ -111,9 +111,10 @@ def bench_hosts(n_targets: int = 1, *, provision: bool = True, say: Callable[[st
 
 def provision_home(hosts: BenchHosts, home: Path) -> None:
     """labhop's venv in a target's home, installed by a local run with HOME pointing there."""
-    proc = subprocess.run([FAB, "-r", str(REPO), "provision"], cwd=hosts.workdir,
-                          env=hosts.env(HOME=str(home)), capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL)
+    caches = hosts.workdir / "caches"  # one download for all the targets
+    env = hosts.env(HOME=str(home), UV_CACHE_DIR=str(caches / "uv"), PIP_CACHE_DIR=str(caches / "pip"))
+    proc = subprocess.run([FAB, "-r", str(REPO), "provision"], cwd=hosts.workdir, env=env,
+                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"provisioning {home} failed:\n{proc.stdout}\n{proc.stderr}")
 

@@ -5,15 +5,17 @@ and splits its time: interpreter start, imports (fabric, the fabfile), the SSH p
 """
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
+import time
 
 try:
-    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
+    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
 except ImportError:  # run as a script: python bench/noop_provision.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
+    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
 
 GOAL = 2.0
 
@@ -34,19 +36,37 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
 
     notes = [f"SSH work of one no-op provision (sshd logs): {round_trips(hosts, noop)}; "
              f"of `ssh target true`: {round_trips(hosts, ssh_true)}"]
-    env = hosts.env()
-    interp = [timed(lambda: _quiet([sys.executable, "-c", "pass"], env)) for _ in range(runs)]
-    fabric = [timed(lambda: _quiet([sys.executable, "-c", "import fabric.main"], env)) for _ in range(runs)]
-    listing = [timed(lambda: _quiet([FAB, "-r", str(REPO), "--list"], env)) for _ in range(runs)]
-    start, imp_fabric, imp_all = (statistics.median(x) for x in (interp, fabric, listing))
-    total = figure.subject_median
-    notes.append(
-        f"where a no-op provision's {total:.2f}s go (medians): interpreter start {start:.2f}s, "
-        f"+ importing fabric/invoke/paramiko {imp_fabric - start:.2f}s, + loading the fabfile and "
-        f"labhop's modules {imp_all - imp_fabric:.2f}s (`fab --list`: {imp_all:.2f}s), "
-        f"+ connecting, locking, probing {total - imp_all:.2f}s; `ssh target true` takes "
-        f"{figure.baseline_median:.2f}s in all")
+    notes.append(breakdown(hosts, runs, figure.baseline_median))
     return [figure], notes
+
+
+def breakdown(hosts: BenchHosts, runs: int, ssh_true: float) -> str:
+    """Where a no-op provision's time goes: bench/phases.py runs it in one process and times each phase;
+    interpreter start alone measured alongside (runs interleaved)."""
+    env = hosts.env()
+    argv = [sys.executable, str(REPO / "bench" / "phases.py"), "-r", str(REPO), "-S", str(hosts.ssh_config),
+            "-H", "target", "provision"]
+    interp: list[float] = []
+    phases: list[dict[str, float]] = []
+    for _ in range(runs):
+        interp.append(timed(lambda: _quiet([sys.executable, "-c", "pass"], env)))
+        started = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
+        wall = time.perf_counter() - started
+        marks = json.loads(proc.stderr.strip().splitlines()[-1])
+        marks["exit"] = wall - marks["total"]  # interpreter start and shutdown, outside the script's clock
+        phases.append(marks)
+    med = {key: statistics.median(p.get(key, 0.0) for p in phases) for key in phases[0]}
+    other = med["total"] - sum(med.get(k, 0.0) for k in ("import fabric", "import labhop", "connect", "lock", "probe", "apply"))
+    parts = [("interpreter start and exit", med["exit"]), ("importing fabric/invoke/paramiko", med["import fabric"]),
+             ("importing labhop (fabfile, tasks/)", med["import labhop"]),
+             ("connecting (jump, then target)", med.get("connect", 0.0)), ("taking the target's lock", med.get("lock", 0.0)),
+             ("probing (one command)", med.get("probe", 0.0)), ("everything else (parsing, planning, output)", other)]
+    total = med["total"] + med["exit"]
+    return (f"where a no-op provision's {total:.2f}s go (medians of {runs}, one process timing its own phases): "
+            + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in parts)
+            + f"; for comparison `python -c pass` takes {statistics.median(interp):.2f}s and `ssh target true` "
+              f"{ssh_true:.2f}s")
 
 
 def round_trips(hosts: BenchHosts, action) -> str:

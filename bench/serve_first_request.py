@@ -64,7 +64,8 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
         hosts.ssh(target.name, f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
         return seconds
 
-    labhop(), by_hand()  # warm-up: first start writes JupyterLab's own state, fills caches
+    if runs > 1:
+        labhop(), by_hand()  # warm-up: first start writes JupyterLab's own state, fills caches
     subject: list[float] = []
     baseline: list[float] = []
     for i in range(runs):

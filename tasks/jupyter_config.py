@@ -82,6 +82,17 @@ def render(settings: ServerSettings) -> str:
     if settings.certfile:
         setting("ServerApp.certfile", settings.certfile)
         setting("ServerApp.keyfile", settings.keyfile)
+    # Old NotebookApp.* settings anywhere on Jupyter's config path (/etc/jupyter, the venv's
+    # etc/jupyter, a jupyter_config.py) reach ServerApp through notebook_shim and beat the lines
+    # above whatever their priority. The same values under NotebookApp here, the highest-priority
+    # file, keep labhop's (notebook_shim logs a "has moved" warning for each at start).
+    pins: list[tuple[str, object]] = [("ip", settings.ip), ("port", settings.port), ("port_retries", 0),
+                                      ("base_url", "/"), ("root_dir", settings.root_dir),
+                                      ("certfile", settings.certfile or ""), ("keyfile", settings.keyfile or "")]
+    if settings.allow_root:
+        pins.append(("allow_root", True))
+    for name, value in pins:
+        setting(f"NotebookApp.{name}", value)
     if settings.public:
         if not settings.hashed_password:
             raise ValueError("the public variant needs a password hash")
@@ -96,6 +107,7 @@ def render(settings: ServerSettings) -> str:
             raise ValueError("the localhost variant needs a token")
         setting("IdentityProvider.token", settings.token)
         setting("PasswordIdentityProvider.hashed_password", "")
+        setting("PasswordIdentityProvider.password_required", False)  # whatever an older config says
     return "".join(lines)
 
 

@@ -291,8 +291,12 @@ def launch_command(facts: HostFacts, layout: Layout, server: ServerSettings, *, 
         f"JUPYTERLAB_SETTINGS_DIR={posixpath.join(lab_dir, 'user-settings')}",
         f"JUPYTERLAB_WORKSPACES_DIR={posixpath.join(lab_dir, 'workspaces')}",
     ]
+    # Our config dir must be the first place Jupyter looks: JUPYTER_CONFIG_PATH (from a
+    # ~/.bashrc) would come before it, and in a venv jupyter_core puts the venv's etc/jupyter
+    # first unless JUPYTER_PREFER_ENV_PATH=0.
+    env.append("JUPYTER_PREFER_ENV_PATH=0")
     return (f"cd {shell.q(server.root_dir)} && echo $$ > {shell.q(layout.pid_file)} && "
-            f"exec env {shell.join(env)} {shell.q(layout.venv_bin('jupyter'))} lab "
+            f"exec env -u JUPYTER_CONFIG_PATH {shell.join(env)} {shell.q(layout.venv_bin('jupyter'))} lab "
             f">> {shell.q(layout.log_file)} 2>&1" + ("" if under_tmux else " < /dev/null"))
 
 

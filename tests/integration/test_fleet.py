@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,15 @@ def test_ci_example_workflow(fleet, tmp_path: Path) -> None:
         assert password not in (temp / "serve.json").read_text() + ran[1][1]
     finally:
         subprocess.run(["fab", "-H", "lab", "stop"], cwd=REPO, env=base_env, capture_output=True, timeout=120)
+
+
+def test_bench_runs(tmp_path: Path) -> None:
+    """The benchmark code still works: one quick pass of `python bench/run_all.py` (figures not checked)."""
+    need(os.geteuid() == 0, "the benchmarks' topology needs root for network namespaces")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run_all.py"), "--quick"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for figure in ("no-op re-provision vs `ssh target true`: ", "3 hosts in parallel vs 1 host: ",
+                   "`serve` until the first answered HTTP request vs `jupyter lab` by hand: "):
+        assert figure in proc.stdout, proc.stdout
+    assert "wrote" not in proc.stdout  # --quick writes no docs/BENCHMARKS.md
