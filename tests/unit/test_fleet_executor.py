@@ -163,3 +163,18 @@ def test_json_on_one_task_keeps_stdout_for_the_document(monkeypatch, tmp_path, c
     doc = json.loads(out)
     assert [(r["host"], r["task"]) for r in doc["results"]] == [("h1", "after"), ("h1", "work")]
     assert "after ran" in err and "working on h1" in err
+
+
+def test_edge_prints_the_document_when_no_fleet_executor_runs(capsys) -> None:
+    """Run by another executor (or called directly), a --json task still prints its one document."""
+    from fabric import Connection
+
+    c = Connection("h9")
+    assert work.body(c, json_=True).result == "changed"
+    doc = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [(r["host"], r["result"]) for r in doc["results"]] == [("h9", "changed")]
+    with pytest.raises(Exception) as failure:
+        work.body(c, json_=True, fail_on="h9")
+    assert getattr(failure.value, "code", None) == 1
+    doc = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert doc["exit_code"] == 1 and doc["results"][0]["error"] == "connection refused on h9"
