@@ -74,7 +74,7 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
     link = None if dry_run else url_for(render(server), s.target.address)
     if link:
         s.report.say(f"open: {link}")
-    return s.result(outcome, url=link)
+    return s.result(outcome, url=link, tls_fingerprint=tls_plan.info.fingerprint if tls_plan.info else None)
 
 
 @task(help={"json": JSON_HELP})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import socket
 import threading
@@ -123,23 +124,20 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
 
 
 class _Meter:
-    """Progress of an upload: files, megabytes, seconds, rate; at most one line a second."""
+    """Progress of an upload: megabytes, seconds, rate; at most one line a second, and the last."""
 
     def __init__(self, step: Upload, say: Optional[Callable[[str], None]]) -> None:
-        self.say, self.files, self.total = say, len(step.files), step.size
-        self.done_files, self.done_bytes = 0, 0
+        self.say, self.total, self.done = say, step.size, 0
         self.started = self.last = time.monotonic()
 
-    def add(self, size: int, *, file_done: bool = False) -> None:
-        self.done_bytes += size
-        self.done_files += file_done
+    def add(self, size: int) -> None:
+        self.done += size
         now = time.monotonic()
-        if self.say and (now - self.last >= 1.0 or self.done_files == self.files and file_done):
+        if self.say and (now - self.last >= 1.0 or self.done >= self.total):
             self.last = now
             elapsed = now - self.started
-            rate = self.done_bytes / elapsed / 1e6 if elapsed > 0 else 0.0
-            self.say(f"  pushing  {self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f} of "
-                     f"{self.total / 1e6:.1f} MB, {elapsed:.1f}s ({rate:.1f} MB/s)")
+            rate = self.done / elapsed / 1e6 if elapsed > 0 else 0.0
+            self.say(f"  pushing  {self.done / 1e6:.1f} of {self.total / 1e6:.1f} MB, {elapsed:.1f}s ({rate:.1f} MB/s)")
 
 
 UPLOAD_CHUNK = 1 << 20
@@ -156,22 +154,30 @@ def upload(c: Any, step: Upload, say: Optional[Callable[[str], None]] = None) ->
     sftp = c.sftp() if hasattr(c, "sftp") else None
     for transfer in step.files:
         try:
-            with open(transfer.source, "rb") as src:
-                src.seek(transfer.offset)
-                with _open_dest(sftp, transfer) as dest:
-                    while True:
-                        chunk = src.read(UPLOAD_CHUNK)
-                        if not chunk:
-                            break
-                        dest.write(chunk)
-                        meter.add(len(chunk))
+            with _open_dest(sftp, transfer) as dest:
+                for chunk in _read_from(transfer.sources, transfer.offset):
+                    dest.write(chunk)
+                    meter.add(len(chunk))
         except FileNotFoundError as exc:
             raise LabhopError(f"{step.description}: {exc.filename} is missing on this machine") from None
         except OSError as exc:
             raise LabhopError(f"{step.description} failed at {transfer.dest}: {exc.strerror or exc}") from None
         except Exception as exc:  # connection faults from paramiko
             raise LabhopError(describe_connection_error(exc)) from None
-        meter.add(0, file_done=True)
+
+
+def _read_from(paths: tuple[str, ...], offset: int) -> Iterator[bytes]:
+    """The concatenation of ``paths``, from byte ``offset`` on."""
+    for path in paths:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            if offset >= size:
+                offset -= size
+                continue
+            src.seek(offset)
+            offset = 0
+            while chunk := src.read(UPLOAD_CHUNK):
+                yield chunk
 
 
 def _open_dest(sftp: Any, transfer: Transfer) -> Any:

@@ -2,13 +2,13 @@
 
 Pure. When the probe finds the index unreachable (or the user says ``--offline`` /
 ``offline = true``), provision pushes the controller's wheelhouse (tasks/wheelhouse.py)
-to ``<prefix>/wheelhouse``: only the wheels not already there, appending to those a
-cut connection left half-sent; each arrives as ``NAME.part`` and becomes ``NAME`` once
-its sha256 matches. Then uv (the target's own, or unpacked from uv's wheel) or pip
-installs with no index at all.
+to ``<prefix>/wheelhouse``: only the wheels not already there, as one bundle a cut
+connection resumes; the target splits it and keeps each wheel whose sha256 matches.
+Then uv (the target's own, or unpacked from uv's wheel) or pip installs with no index.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from typing import Optional
@@ -19,28 +19,26 @@ from .layout import Layout
 from .probe import HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, Transfer, Upload
-from .wheelhouse import Manifest, pip_install_args, uv_install_args
+from .wheelhouse import Manifest, Wheel, pip_install_args, uv_install_args
 
-PART = ".part"
-
-VERIFY_SOURCE = r'''
+UNBUNDLE_SOURCE = r'''
 import hashlib, json, os, sys
-directory = sys.argv[1]
-wanted = json.loads(sys.stdin.read())
+directory, bundle = sys.argv[1], sys.argv[2]
+wheels = json.loads(sys.stdin.read())  # [[name, size, sha256], ...] in bundle order
 bad = []
-for name in sorted(wanted):
-    part = os.path.join(directory, name + ".part")
-    digest = hashlib.sha256()
-    try:
-        with open(part, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as e:
-        bad.append("%s (%s)" % (name, e.strerror)); continue
-    if digest.hexdigest() == wanted[name]:
-        os.rename(part, os.path.join(directory, name))
-    else:
-        os.remove(part); bad.append(name)
+with open(os.path.join(directory, bundle), "rb") as f:
+    for name, size, sha256 in wheels:
+        data = f.read(size)
+        if len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
+            tmp = os.path.join(directory, name + ".tmp")
+            with open(tmp, "wb") as out:
+                out.write(data)
+            os.rename(tmp, os.path.join(directory, name))
+        else:
+            bad.append(name)
+for name in os.listdir(directory):  # this bundle, and any left by an older plan
+    if name.startswith(".bundle-"):
+        os.remove(os.path.join(directory, name))
 if bad:
     sys.stderr.write("%d wheel(s) arrived damaged and were removed (run again to resend them): %s\n"
                      % (len(bad), ", ".join(bad)))
@@ -91,42 +89,45 @@ def installer_uv(facts: HostFacts, layout: Layout, manifest: Optional[Manifest])
 
 
 def plan_push(facts: HostFacts, layout: Layout, manifest: Manifest) -> list[Step]:
-    """Push the wheels the target lacks, verify them, and unpack uv if the install needs it."""
+    """Push the wheels the target lacks, check them, and unpack uv if the install needs it.
+
+    The missing wheels travel as one bundle (their bytes one after another), named after
+    what it holds: SFTP pays a round trip or two per file, and a cut transfer resumes at
+    its byte offset as long as the same wheels are missing. The target splits it into
+    wheels, each kept only if its sha256 matches.
+    """
     directory = remote_wheelhouse(layout)
     if manifest.pending:  # dry run, wheelhouse not built yet: sizes unknown
         return [Upload(f"push the wheelhouse {manifest.key} (built first) to {directory}", directory)]
     need_uv = facts.uv is None and manifest.uv_wheel is not None
     wanted = [w for w in manifest.wheels if need_uv or w.name != manifest.uv_wheel]
-    present = facts.wheelhouse
-    transfers: list[Transfer] = []
-    verify: dict[str, str] = {}
-    for wheel in wanted:
-        if present.get(wheel.name) == wheel.size:
-            continue  # arrived and verified on an earlier run
-        offset = present.get(wheel.name + PART, 0)
-        offset = offset if offset <= wheel.size else 0
-        verify[wheel.name] = wheel.sha256
-        if offset < wheel.size:
-            transfers.append(Transfer(posixpath.join(manifest.directory, wheel.name),
-                                      posixpath.join(directory, wheel.name + PART), wheel.size, offset))
+    missing = [w for w in wanted if facts.wheelhouse.get(w.name) != w.size]
     steps: list[Step] = []
-    total = sum(w.size for w in wanted)
-    if not verify:
+    if not missing:
         steps.append(Skip(f"push the wheelhouse to {directory}", f"all {len(wanted)} wheels already there"))
     else:
-        sending = sum(t.size - t.offset for t in transfers)
-        resumed = " (resuming a cut transfer)" if any(t.offset for t in transfers) else ""
-        if transfers:
-            steps.append(Upload(f"push {len(transfers)} of {len(wanted)} wheels ({mb(sending)} of {mb(total)}) "
-                                f"to {directory}{resumed}", directory, tuple(transfers)))
-        steps.append(Command(f"verify {len(verify)} wheel(s) (sha256) and move them into place",
-                             shell.join([facts.python_executable, "-c", VERIFY_SOURCE, directory]),
-                             stdin=json.dumps(verify)))
+        bundle = bundle_name(missing)
+        size = sum(w.size for w in missing)
+        offset = facts.wheelhouse.get(bundle, 0)
+        offset = offset if offset <= size else 0
+        if offset < size:
+            resumed = f", resuming after {mb(offset)}" if offset else ""
+            steps.append(Upload(f"push {len(missing)} of {len(wanted)} wheels ({mb(size)}{resumed}) to {directory}",
+                                directory, (Transfer(tuple(posixpath.join(manifest.directory, w.name) for w in missing),
+                                                     posixpath.join(directory, bundle), size, offset),)))
+        steps.append(Command(f"unpack {len(missing)} wheel(s) and check their sha256",
+                             shell.join([facts.python_executable, "-c", UNBUNDLE_SOURCE, directory, bundle]),
+                             stdin=json.dumps([[w.name, w.size, w.sha256] for w in missing])))
     if need_uv:
         wheel_path = posixpath.join(directory, manifest.uv_wheel or "")
         steps.append(Command(f"unpack uv from its wheel to {own_uv(layout)}",
                              shell.join([facts.python_executable, "-c", UNPACK_UV_SOURCE, wheel_path, own_uv(layout)])))
     return steps
+
+
+def bundle_name(wheels: list[Wheel]) -> str:
+    digest = hashlib.sha256("".join(f"{w.name} {w.sha256}\n" for w in wheels).encode()).hexdigest()[:16]
+    return f".bundle-{digest}"
 
 
 def venv_command(uv: str, python: str, venv: str) -> str:
@@ -140,7 +141,11 @@ def install_step(facts: HostFacts, layout: Layout, manifest: Manifest, requireme
     directory = remote_wheelhouse(layout)
     uv = installer_uv(facts, layout, manifest)
     if uv:
-        command = shell.join(uv_install_args(uv, directory, layout.venv_python, requirements))
+        install = shell.join(uv_install_args(uv, directory, layout.venv_python, requirements))
+        # uv 0.13 was seen to segfault once in a loaded test run (no network involved): an installer
+        # killed by a signal gets one more go, any other failure stands.
+        command = (f"{install} || {{ rc=$?; [ $rc -gt 128 ] || exit $rc; "
+                   f"echo \"uv died (exit $rc); trying once more\" >&2; {install}; }}")
         tool = "uv"
     else:
         command = shell.join(pip_install_args(layout.venv_python, directory, requirements))

@@ -39,9 +39,10 @@ class Skip:
 
 @dataclass(frozen=True)
 class Transfer:
-    """One controller file for the target; ``offset`` bytes of it are already there (resume)."""
+    """One file for the target: the controller files ``sources`` one after another (one stream:
+    SFTP pays a round trip per file); ``offset`` bytes of it are already there (resume)."""
 
-    source: str  # path on the controller
+    sources: tuple[str, ...]  # paths on the controller
     dest: str  # path on the target
     size: int
     offset: int = 0

@@ -91,7 +91,7 @@ def test_cold_provision_installs_from_a_pushed_wheelhouse(offline: Offline) -> N
     assert "installing without a package index: https://pypi.org/simple is unreachable from the target" in out
     assert re.search(r"changed  push \d+ of \d+ wheels", out), out
     assert "pushing " in out and " MB" in out  # progress while pushing
-    assert re.search(r"changed  verify \d+ wheel\(s\) \(sha256\)", out)
+    assert re.search(r"changed  unpack \d+ wheel\(s\) and check their sha256", out)
     assert "changed  unpack uv from its wheel" in out
     assert "from the wheelhouse with uv, no index" in out
     # resolved for the target's interpreter, not the controller's
@@ -125,43 +125,47 @@ def test_serve_answers_http_on_the_target_and_reruns_change_nothing(offline: Off
 
 
 def test_a_cut_push_resumes_and_damage_is_caught(offline: Offline) -> None:
-    """Kill fab in the middle of the push (the SSH connection dies with it), flip a byte of a
-    wheel that had fully arrived, then run again: the run resends only what is missing, the
-    damaged wheel is caught by its hash, and the next run completes."""
+    """Kill fab in the middle of the push (the SSH connection dies with it), flip a byte of what
+    had arrived, then run again: the push resumes where it was cut, the damaged wheel is caught
+    by its sha256 (the run fails saying so), and the next run resends only that wheel."""
     wheelhouse = offline.home / ".labhop-offline-2" / "wheelhouse"
+    manifest = json.loads(next((controller_cache() / "wheelhouse").glob("cp*/manifest.json")).read_text())
+    total = sum(size for _, size, _ in manifest["wheels"])
     argv = [FAB, "-r", str(REPO), "-S", str(offline.ws.ssh_config), "-H", "second", "provision"]
     proc = subprocess.Popen(argv, cwd=offline.ws.root, env=offline.ws.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            parts = list(wheelhouse.glob("*.part")) if wheelhouse.is_dir() else []
-            if len(parts) >= 8:
+            bundles = list(wheelhouse.glob(".bundle-*")) if wheelhouse.is_dir() else []
+            if bundles and bundles[0].stat().st_size >= 5_000_000:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         assert proc.poll() is None, f"the push ended before it could be cut:\n{proc.stdout.read()}"
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
         proc.stdout.close()
-    arrived = sorted(wheelhouse.glob("*.part"), key=lambda p: p.stat().st_mtime)
-    manifest = json.loads(next((controller_cache() / "wheelhouse").glob("cp*/manifest.json")).read_text())
-    sizes = {name: size for name, size, _ in manifest["wheels"]}
-    complete = [p for p in arrived if p.stat().st_size == sizes[p.name[:-len(".part")]]]
-    assert complete, "no wheel had fully arrived"
-    damaged = complete[0]
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    damaged.write_bytes(bytes(data))
+    bundle = next(wheelhouse.glob(".bundle-*"))
+    cut_at, settled = -1, time.monotonic() + 30  # the target's sftp-server may still write what it had received
+    while cut_at != bundle.stat().st_size and time.monotonic() < settled:
+        cut_at = bundle.stat().st_size
+        time.sleep(0.5)
+    assert 0 < cut_at < total
+    data = bytearray(bundle.read_bytes())
+    data[100] ^= 0xFF  # inside the first wheel of the bundle
+    bundle.write_bytes(bytes(data))
 
     second = offline.fab("provision", host="second", timeout=600)
     assert second.returncode == 1, second.output
-    total = len(manifest["wheels"])
-    pushed = re.search(r"changed  push (\d+) of (\d+) wheels", second.stdout)
-    assert pushed and int(pushed.group(1)) == total - len(complete), second.stdout
-    assert f"1 wheel(s) arrived damaged and were removed (run again to resend them): {damaged.name[:-5]}" in second.output
+    assert re.search(rf"changed  push {len(manifest['wheels'])} of {len(manifest['wheels'])} wheels "
+                     rf"\([\d.]+ MB, resuming after {cut_at / 1e6:.1f} MB\)", second.stdout), second.stdout
+    first = manifest["wheels"][0][0]
+    assert f"1 wheel(s) arrived damaged and were removed (run again to resend them): {first}" in second.output
+    assert not (wheelhouse / first).exists() and not list(wheelhouse.glob(".bundle-*"))
 
     third = offline.fab("provision", host="second", timeout=600).ok().stdout
-    assert "changed  push 1 of" in third and "changed  verify 1 wheel(s)" in third
+    assert f"changed  push 1 of {len(manifest['wheels'])} wheels" in third
+    assert "changed  unpack 1 wheel(s) and check their sha256" in third
     assert "from the wheelhouse with uv, no index" in third
-    assert not list(wheelhouse.glob("*.part"))
+    assert (wheelhouse / first).stat().st_size == manifest["wheels"][0][1]

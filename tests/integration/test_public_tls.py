@@ -98,6 +98,8 @@ def test_a_second_run_keeps_the_certificate_and_the_server(public) -> None:
     assert "changed " not in out.stdout
     assert printed_fingerprint(out.stdout) == before == served_fingerprint(port)
     assert pid_of(ws) == pid
+    document = json.loads(ws.fab("serve", "--public", "--json", host="target", env=ENV).ok().stdout)
+    assert document["results"][0]["tls_fingerprint"] == before
 
 
 def test_bad_tls_flags_fail_in_one_line_and_change_nothing(public, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from invoke import Context
 
 from tasks.errors import LabhopError
 from tasks.executor import upload
-from tasks.offline import UNPACK_UV_SOURCE, VERIFY_SOURCE, offline_reason, plan_push
+from tasks.offline import UNBUNDLE_SOURCE, UNPACK_UV_SOURCE, bundle_name, offline_reason, plan_push
 from tasks.plan import PACKAGES, plan_provision
 from tasks.probe import IndexCheck, parse_facts
 from tasks.settings import resolve_settings
@@ -112,36 +112,40 @@ def test_offline_when_asked_or_when_the_index_is_unreachable() -> None:
     assert "by request" in offline_reason(facts(index=None), resolve_settings(None, offline=True))
 
 
-def test_fresh_target_gets_everything_and_uv() -> None:
+def test_fresh_target_gets_everything_and_uv_in_one_bundle() -> None:
     steps = plan_push(facts(), layout(), MANIFEST)
-    push, verify, unpack = steps
-    assert isinstance(push, Upload) and push.directory == WH
-    assert [t.dest for t in push.files] == [f"{WH}/{w.name}.part" for w in WHEELS]
-    assert [t.source for t in push.files] == [f"/cache/k/{w.name}" for w in WHEELS]
-    assert push.size == 3310 and "push 4 of 4 wheels" in push.description
-    assert isinstance(verify, Command) and json.loads(verify.stdin) == {w.name: w.sha256 for w in WHEELS}
-    assert isinstance(unpack, Command) and "unpack uv" in unpack.description and UV in unpack.command
+    push, unpack, uv = steps
+    assert isinstance(push, Upload) and push.directory == WH and len(push.files) == 1
+    bundle = push.files[0]
+    assert bundle.sources == tuple(f"/cache/k/{w.name}" for w in WHEELS)
+    assert bundle.dest == f"{WH}/{bundle_name(list(WHEELS))}" and bundle.offset == 0
+    assert push.size == 3310 and "push 4 of 4 wheels (0.0 MB)" in push.description
+    assert isinstance(unpack, Command) and json.loads(unpack.stdin) == [[w.name, w.size, w.sha256] for w in WHEELS]
+    assert bundle_name(list(WHEELS)) in unpack.command
+    assert isinstance(uv, Command) and "unpack uv" in uv.description and UV in uv.command
 
 
-def test_resume_pushes_only_what_is_missing() -> None:
-    present = {WHEELS[0].name: 1000,  # arrived and verified
-               WHEELS[1].name + ".part": 120,  # cut half-way
-               WHEELS[2].name + ".part": 10}  # complete, not verified yet
-    push, verify, _ = plan_push(facts(wheelhouse=present), layout(), MANIFEST)
-    assert [(t.dest.rsplit("/", 1)[1], t.offset) for t in push.files] == [
-        (WHEELS[1].name + ".part", 120), (UV + ".part", 0)]
-    assert push.size == 180 + 2000 and "resuming" in push.description
-    assert set(json.loads(verify.stdin)) == {WHEELS[1].name, WHEELS[2].name, UV}
+def test_only_missing_wheels_travel_and_a_cut_bundle_resumes() -> None:
+    missing = [WHEELS[1], WHEELS[2], WHEELS[3]]
+    present = {WHEELS[0].name: 1000, bundle_name(missing): 120, ".bundle-of-an-older-plan": 50}
+    push, unpack, _ = plan_push(facts(wheelhouse=present), layout(), MANIFEST)
+    assert [p.rsplit("/", 1)[1] for p in push.files[0].sources] == [w.name for w in missing]
+    assert (push.files[0].offset, push.files[0].size, push.size) == (120, 2310, 2190)
+    assert "push 3 of 4 wheels" in push.description and "resuming after 0.0 MB" in push.description
+    assert [n for n, _, _ in json.loads(unpack.stdin)] == [w.name for w in missing]
 
 
-def test_a_part_longer_than_the_wheel_is_resent_whole() -> None:
-    push = plan_push(facts(wheelhouse={WHEELS[2].name + ".part": 99}), layout(), MANIFEST)[0]
-    assert [t.offset for t in push.files if t.dest.endswith(WHEELS[2].name + ".part")] == [0]
+def test_a_complete_bundle_is_only_unpacked_and_a_longer_one_resent() -> None:
+    missing = list(WHEELS[1:])
+    steps = plan_push(facts(wheelhouse={WHEELS[0].name: 1000, bundle_name(missing): 2310}), layout(), MANIFEST)
+    assert [type(s) for s in steps] == [Command, Command]
+    push = plan_push(facts(wheelhouse={WHEELS[0].name: 1000, bundle_name(missing): 9999}), layout(), MANIFEST)[0]
+    assert push.files[0].offset == 0
 
 
 def test_target_with_uv_gets_no_uv_wheel() -> None:
     steps = plan_push(facts(uv="/usr/local/bin/uv"), layout(), MANIFEST)
-    assert len(steps) == 2 and all(UV not in t.dest for t in steps[0].files)
+    assert len(steps) == 2 and all(UV not in source for source in steps[0].files[0].sources)
 
 
 def test_all_there_is_a_skip() -> None:
@@ -166,7 +170,7 @@ def test_offline_provision_plan() -> None:
     got = kinds(plan)
     assert got[0].startswith("Skip: directory")
     assert got[1].startswith("Upload: push 4 of 4 wheels")
-    assert got[2].startswith("Command: verify 4 wheel(s)")
+    assert got[2].startswith("Command: unpack 4 wheel(s) and check their sha256")
     assert got[3].startswith("Command: unpack uv")
     assert got[4].startswith("Command: create virtual environment") and got[4].endswith("(uv)")
     assert "from the wheelhouse with uv, no index" in got[5]
@@ -208,15 +212,19 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_verify_moves_good_wheels_and_removes_damaged_ones(tmp_path: Path) -> None:
-    (tmp_path / "good.whl.part").write_bytes(b"good")
-    (tmp_path / "bad.whl.part").write_bytes(b"flipped")
-    wanted = {"good.whl": sha(b"good"), "bad.whl": sha(b"original"), "gone.whl": sha(b"x")}
-    done = subprocess.run([sys.executable, "-c", VERIFY_SOURCE, str(tmp_path)], input=json.dumps(wanted),
-                          capture_output=True, text=True, timeout=30)
+def test_unbundle_keeps_good_wheels_and_drops_damaged_ones(tmp_path: Path) -> None:
+    wheels = [("a.whl", b"first wheel"), ("b.whl", b"second"), ("c.whl", b"third one")]
+    bundle = bytearray(b"".join(data for _, data in wheels))
+    bundle[len(wheels[0][1]) + 2] ^= 0xFF  # a flipped byte inside b.whl
+    (tmp_path / ".bundle-x").write_bytes(bytes(bundle))
+    (tmp_path / ".bundle-stale").write_bytes(b"left by an older plan")
+    listed = [[name, len(data), sha(data)] for name, data in wheels] + [["d.whl", 5, sha(b"never")]]
+    done = subprocess.run([sys.executable, "-c", UNBUNDLE_SOURCE, str(tmp_path), ".bundle-x"],
+                          input=json.dumps(listed), capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert "2 wheel(s) arrived damaged" in done.stderr and "bad.whl" in done.stderr and "gone.whl" in done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.whl"]
+    assert "2 wheel(s) arrived damaged and were removed (run again to resend them): b.whl, d.whl" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.whl", "c.whl"]
+    assert (tmp_path / "c.whl").read_bytes() == b"third one"
 
 
 def test_unpack_uv_extracts_a_runnable_binary(tmp_path: Path) -> None:
@@ -231,19 +239,27 @@ def test_unpack_uv_extracts_a_runnable_binary(tmp_path: Path) -> None:
     assert stat.S_IMODE(dest.parent.stat().st_mode) == 0o700
 
 
-def test_local_upload_resumes_a_cut_file(tmp_path: Path) -> None:
-    source = tmp_path / "src.whl"
-    data = os.urandom(3 * (1 << 20) + 123)
-    source.write_bytes(data)
+def test_local_upload_streams_files_one_after_another_and_resumes(tmp_path: Path) -> None:
+    parts = [os.urandom(n) for n in (3 * (1 << 20) + 123, 10, 5000)]
+    sources = []
+    for i, data in enumerate(parts):
+        sources.append(tmp_path / f"w{i}.whl")
+        sources[-1].write_bytes(data)
+    whole = b"".join(parts)
     dest_dir = tmp_path / "target" / "wheelhouse"
     dest_dir.mkdir(parents=True)
-    (dest_dir / "src.whl.part").write_bytes(data[:1000])  # what a cut connection left
+    offset = len(parts[0]) + 4  # a cut inside the second file
+    (dest_dir / ".bundle").write_bytes(whole[:offset])
     lines: list[str] = []
-    step = Upload("push", str(dest_dir), (Transfer(str(source), str(dest_dir / "src.whl.part"), len(data), 1000),))
+    step = Upload("push", str(dest_dir), (Transfer(tuple(map(str, sources)), str(dest_dir / ".bundle"), len(whole),
+                                                   offset),))
     upload(Context(), step, lines.append)
-    assert (dest_dir / "src.whl.part").read_bytes() == data
-    assert lines and lines[-1].startswith("  pushing  1/1 files, 3.1 of 3.1 MB")
-    missing = Upload("push", str(dest_dir), (Transfer(str(tmp_path / "nope.whl"), str(dest_dir / "x"), 1),))
+    assert (dest_dir / ".bundle").read_bytes() == whole
+    assert lines and lines[-1].startswith("  pushing  0.0 of 0.0 MB")  # only the 5006 bytes after the cut
+    fresh = Upload("push", str(dest_dir), (Transfer(tuple(map(str, sources)), str(dest_dir / "again"), len(whole)),))
+    upload(Context(), fresh, lines.append)
+    assert (dest_dir / "again").read_bytes() == whole and lines[-1].startswith("  pushing  3.2 of 3.2 MB")
+    missing = Upload("push", str(dest_dir), (Transfer((str(tmp_path / "nope.whl"),), str(dest_dir / "x"), 1),))
     with pytest.raises(LabhopError, match="nope.whl is missing on this machine"):
         upload(Context(), missing)
 
@@ -272,3 +288,17 @@ def test_cached_wheelhouse_is_reused_and_a_damaged_one_is_not(tmp_path: Path) ->
 def test_a_facts_index_check_object() -> None:
     assert facts().index == IndexCheck(url="https://pypi.org/simple", source="default", reachable=False,
                                        error="cannot resolve pypi.org: [Errno -3] Temporary failure in name resolution")
+
+
+def test_an_installer_killed_by_a_signal_gets_one_more_go(tmp_path: Path) -> None:
+    from tasks.offline import install_step
+    fake = tmp_path / "uv"
+    fake.write_text('#!/bin/sh\nif [ ! -e "$0.ran" ]; then touch "$0.ran"; kill -SEGV $$; fi\necho installed "$@"\n')
+    fake.chmod(0o755)
+    step = install_step(facts(uv=str(fake)), layout(), MANIFEST, ["rmate"], ["rmate"])
+    done = subprocess.run(["sh", "-c", step.command], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.startswith("installed pip install --offline --no-index")
+    assert "uv died (exit 139); trying once more" in done.stderr
+    fake.write_text("#!/bin/sh\necho 'no matching distribution' >&2; exit 2\n")
+    done = subprocess.run(["sh", "-c", step.command], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "trying once more" not in done.stderr
