@@ -55,6 +55,10 @@ class ApplyResult:
         return [r for r in self.results if r.changed]
 
 
+# What paramiko reports for a channel that closed without an exit status: the connection went away.
+CONNECTION_LOST = -1
+
+
 def run(c: Any, command: str, *, stdin: Optional[str] = None, background: bool = False,
         what: str = "command") -> Any:
     """Run ``command`` under ``sh -c``; raise ``LabhopError`` with stderr's tail on failure."""
@@ -67,6 +71,9 @@ def run(c: Any, command: str, *, stdin: Optional[str] = None, background: bool =
         raise LabhopError(f"{what} failed: {_tail(exc.result.stderr)}") from None
     except Exception as exc:  # connection-level faults: name them in one line
         raise LabhopError(describe_connection_error(exc)) from None
+    if result.exited == CONNECTION_LOST:
+        raise LabhopError(f"{what}: the SSH connection was lost before it finished; run the task again, "
+                          f"it picks up where this one stopped")
     if result.exited != 0:
         detail = _tail(result.stderr) or _tail(result.stdout) or f"exit status {result.exited}"
         raise LabhopError(f"{what} failed (exit {result.exited}): {detail}")
@@ -92,6 +99,8 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
         raise LabhopError(describe_connection_error(exc)) from None
     if result.exited == 127:
         raise LabhopError(no_python(settings.python))
+    if result.exited == CONNECTION_LOST:
+        raise LabhopError("probing the target: the SSH connection was lost; run the task again")
     if result.exited != 0:
         raise LabhopError(f"probing the target failed (exit {result.exited}): {_tail(result.stderr)}")
     return parse_facts(result.stdout)

@@ -1,0 +1,253 @@
+"""Faults against a real sshd: labhop survives them and the next run converges.
+
+- fab killed with SIGKILL in the middle of provision (during the venv, during the install);
+- the SSH connection cut from the target's side during the install;
+- two runs at the same time on one target (serialized by the target lock, both succeed);
+- JupyterLab killed behind labhop's back (status says so, serve starts it again).
+
+The sshd "target" runs on this machine, so its processes are visible in /proc here: the
+tests look for processes working on a test's prefix to time their faults and to check that
+nothing of a killed run survives it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Target:
+    ws: Workspace
+    server: object  # tests.harness.sshd.SshServer
+    root: Path
+    port: int
+
+    def prefix(self, name: str) -> str:
+        return str(self.root / "prefixes" / name)
+
+    def use(self, name: str) -> str:
+        """Point the inventory's host `target` at its own prefix; returns the prefix."""
+        prefix = self.prefix(name)
+        self.ws.write_inventory(f"""
+            [hosts.target]
+            prefix = "{prefix}"
+            bin_dir = "{prefix}-bin"
+            port = {self.port}
+        """)
+        return prefix
+
+    def fab(self, *args: str, timeout: float = 600) -> FabResult:
+        return self.ws.fab(*args, host="target", timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """`fab -H target ARGS` in the background, the way Workspace.fab runs it."""
+        argv = [FAB, "-r", str(REPO), "-S", str(self.ws.ssh_config), "-H", "target", *args]
+        return subprocess.Popen(argv, cwd=self.ws.root, env=self.ws.env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def target(sshd_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    root = tmp_path_factory.mktemp("faults")
+    home = root / "home"
+    home.mkdir()
+    ws = Workspace(root=root, inventory=root / "inventory.toml", ssh_config=sshd_server.ssh_config, home=home)
+    t = Target(ws=ws, server=sshd_server, root=root, port=free_port())
+    yield t
+    for prefix in (root / "prefixes").glob("*"):  # whatever a failed test left running
+        t.use(prefix.name)
+        t.fab("stop")
+
+
+# -- processes on the target ------------------------------------------------------------------
+
+def processes_mentioning(text: str) -> list[tuple[int, list[str]]]:
+    """Live processes whose command line mentions ``text`` (the target shares this /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(text in arg for arg in argv):
+            found.append((int(entry), argv))
+    return found
+
+
+def workers(prefix: str, marker: str) -> list[int]:
+    """The processes doing a step on ``prefix`` (``marker``: "venv" or "install"), not their wrappers."""
+    venv = f"{prefix}/venv"
+    pids = []
+    for pid, argv in processes_mentioning(venv):
+        if argv[:1] in (["sh"], ["/bin/sh"]) or (len(argv) > 2 and argv[1] == "-c"):
+            continue  # the executor's `sh -c`, the guard, the lock holder
+        if marker == "venv" and "venv" in argv and "--clear" in argv:
+            pids.append(pid)
+        elif marker == "install" and "install" in argv:
+            pids.append(pid)
+    return pids
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ancestor_named(pid: int, name: str) -> Optional[int]:
+    """The nearest ancestor of ``pid`` whose command name is ``name``."""
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm == name:
+            return pid
+        pid = int(rest[1])
+    return None
+
+
+def assert_converged(t: Target, prefix: str) -> None:
+    """A further run changes nothing, the venv works, and no temp file of a killed write is left."""
+    again = t.fab("provision").ok().stdout
+    assert "provision: nothing to do" in again, again
+    venv_python = f"{prefix}/venv/bin/python"
+    check = subprocess.run([venv_python, "-c", "import jupyterlab, jupyter_server, bcrypt"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert os.access(f"{prefix}/venv/bin/rmate", os.X_OK)
+    assert not list(Path(prefix).rglob("*.labhop-tmp*"))
+
+
+def kill_fab(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return out + err
+
+
+# -- kill -9 of labhop --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("phase", ["venv", "install"])
+def test_kill_9_of_fab_mid_provision_then_a_rerun_completes(target: Target, phase: str) -> None:
+    prefix = target.use(f"kill-{phase}")
+    proc = target.start("provision")
+    try:
+        wait_for(lambda: workers(prefix, phase), 600, f"the {phase} step on the target")
+        time.sleep(0.5 if phase == "venv" else 2.0)  # well inside the step
+    finally:
+        kill_fab(proc)
+    # The step dies with the run that started it (tasks/guard.py), the lock holder with it:
+    # nothing keeps working on the prefix behind the next run's back.
+    wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
+
+    rerun = target.fab("provision").ok().stdout
+    assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun  # whatever the kill left, redone
+    if phase == "venv":
+        assert ("changed  create virtual environment" in rerun
+                or "changed  recreate (its creation was interrupted) virtual environment" in rerun), rerun
+    assert_converged(target, prefix)
+
+
+# -- the connection cut from the target's side -------------------------------------------------
+
+def test_connection_cut_during_the_install_then_a_rerun_converges(target: Target) -> None:
+    prefix = target.use("cut")
+    proc = target.start("provision")
+    try:
+        pid = wait_for(lambda: workers(prefix, "install"), 600, "the install on the target")[0]
+        time.sleep(2.0)
+        sshd = ancestor_named(pid, "sshd")  # the sshd process serving this connection
+        assert sshd is not None and sshd != target.server.pid
+        os.kill(sshd, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_fab(proc)
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert lines == [f"labhop: target: install jupyterlab, bcrypt, rmate into {prefix}/venv: the SSH connection "
+                     f"was lost before it finished; run the task again, it picks up where this one stopped"], err
+    wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
+
+    rerun = target.fab("provision").ok().stdout
+    assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun
+    assert_converged(target, prefix)
+
+
+# -- two runs at once ----------------------------------------------------------------------------
+
+def test_two_runs_at_once_are_serialized_and_both_succeed(target: Target) -> None:
+    prefix = target.use("together")
+    try:
+        serve = target.start("serve")
+        provision = target.start("provision")
+        results = {}
+        for name, proc in (("serve", serve), ("provision", provision)):
+            out, err = proc.communicate(timeout=900)
+            assert proc.returncode == 0, f"{name}:\n{out}{err}"
+            results[name] = out
+        waited = [name for name, out in results.items() if "waiting: `fab " in out]
+        assert len(waited) == 1, results  # one of them found the other holding the lock, and said so
+        other = {"serve": provision, "provision": serve}[waited[0]]
+        line = next(l for l in results[waited[0]].splitlines() if "waiting: `fab " in l)
+        assert f"(pid {other.pid} on " in line, line
+        installs = [name for name, out in results.items() if "changed  install jupyterlab, bcrypt, rmate" in out]
+        assert len(installs) == 1, results  # the second found it all in place
+        if waited == ["provision"]:
+            assert "provision: nothing to do" in results["provision"], results["provision"]
+        url = results["serve"].strip().splitlines()[-1].split("open: ", 1)[1]
+        assert http_status(url.replace("/lab?", "/api/status?")) == 200
+        assert not processes_mentioning(f"{prefix}/lock")  # the lock holders are gone
+    finally:
+        target.fab("stop")
+
+
+# -- JupyterLab killed behind labhop's back ---------------------------------------------------
+
+def test_jupyter_killed_behind_labhops_back(target: Target) -> None:
+    target.use("together")  # the venv the test above made (provisioned again if it ran alone)
+    try:
+        first = target.fab("serve", timeout=900).ok().stdout
+        url = first.strip().splitlines()[-1].split("open: ", 1)[1]
+        before = json.loads(target.fab("status", "--json").ok().stdout)["results"][0]
+        assert before["running"] is True
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{before['pid']}") or
+                 Path(f"/proc/{before['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                 30, "JupyterLab to die")
+
+        status = target.fab("status").ok().stdout
+        assert (f"not running: JupyterLab (pid {before['pid']}) died unexpectedly, its pid file is stale; "
+                f"`fab serve` starts it again") in status, status
+        doc = json.loads(target.fab("status", "--json").ok().stdout)["results"][0]
+        assert doc["running"] is False and doc["stale_pid"] == before["pid"] and doc["pid"] is None
+
+        again = target.fab("serve").ok().stdout
+        assert f"(again: pid {before['pid']} died unexpectedly)" in again, again
+        assert again.strip().splitlines()[-1] == first.strip().splitlines()[-1]  # same URL, same token
+        assert http_status(url.replace("/lab?", "/api/status?")) == 200
+        after = json.loads(target.fab("status", "--json").ok().stdout)["results"][0]
+        assert after["running"] is True and after["pid"] != before["pid"] and after["stale_pid"] is None
+    finally:
+        target.fab("stop")
+    # Once stopped, nothing is reported dead any more.
+    assert "not running" in target.fab("status").ok().stdout
