@@ -23,6 +23,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import jupyter_config
 from . import rmate as rmate_mod
-from . import shell
+from . import shell, supervise
 from .connect import close_chain, ssh_chain
 from .errors import LabhopError, UsageError
 from .executor import apply as apply_steps
@@ -150,6 +151,11 @@ def record_path(host: str, kind: str) -> Path:
     return state_dir() / f"{kind}-{_slug(host)}.json"
 
 
+def state_path(host: str, kind: str) -> Path:
+    """What the supervisor of a background forward is doing (tasks/supervise.py)."""
+    return record_path(host, kind).with_suffix(".state")
+
+
 def write_record(record: Record) -> Path:
     path = record_path(record.host, record.kind)
     data = {k: v for k, v in asdict(record).items() if k != "path"}
@@ -201,6 +207,8 @@ def remove_record(record: Record) -> None:
     if record.path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(record.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(record.path).with_suffix(".state"))
 
 
 def end_process(pid: int, *, timeout: float = 5.0) -> None:
@@ -247,12 +255,14 @@ def status_lines(host: str) -> list[str]:
     lines = []
     for record in read_records(host):
         state = "open" if is_alive(record) else "ended (ssh exited; `fab tunnel --close` clears it)"
-        lines.append(f"{record.kind} {state}: {record.describe()}")
+        supervisor = supervise.read_state(str(state_path(host, record.kind))) if is_alive(record) else None
+        lines.append(f"{record.kind} {state}: {record.describe()}{supervise.describe(supervisor)}")
     return lines
 
 
 def status_data(host: str) -> list[dict[str, Any]]:
-    return [{**{k: v for k, v in asdict(r).items() if k != "path"}, "alive": is_alive(r)} for r in read_records(host)]
+    return [{**{k: v for k, v in asdict(r).items() if k != "path"}, "alive": is_alive(r),
+             "supervisor": supervise.read_state(str(state_path(host, r.kind)))} for r in read_records(host)]
 
 
 # -- the request -------------------------------------------------------------------------------
@@ -424,15 +434,20 @@ class Opener:
         return port
 
     def wait_remote_listening(self, port: int, proc: Optional[subprocess.Popen], log: Optional[Path]) -> None:
-        settings = self.s.settings
-        command = f"{shell.q(settings.python)} - {int(port)} {READY_TIMEOUT:.0f}"
-        try:
-            run_on_target(self.s.c, command, stdin=rmate_mod.LISTENING_SOURCE,
-                          what=f"wait for the reverse forward on {self.host}:{port}")
-        except LabhopError:
-            detail = explain_failure(_log_text(log), self.chain) if log and proc and proc.poll() is not None else \
-                f"nothing listens on {self.host}'s 127.0.0.1:{port} after {READY_TIMEOUT:.0f}s"
-            raise LabhopError(f"reverse forward for rmate: {detail}") from None
+        """Until the target's sshd listens on ``port``, polled in short rounds so a dead ssh is seen at once."""
+        command = f"{shell.q(self.s.settings.python)} - {int(port)} 3"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise LabhopError(f"reverse forward for rmate: {explain_failure(_log_text(log) if log else '', self.chain)}")
+            try:
+                run_on_target(self.s.c, command, stdin=rmate_mod.LISTENING_SOURCE,
+                              what=f"wait for the reverse forward on {self.host}:{port}")
+                return
+            except LabhopError:
+                if time.monotonic() > deadline:
+                    raise LabhopError(f"reverse forward for rmate: nothing listens on {self.host}'s "
+                                      f"127.0.0.1:{port} after {READY_TIMEOUT:.0f}s") from None
 
     # ---- the whole thing
     def open(self) -> None:
@@ -474,6 +489,9 @@ class Opener:
         local_port = self._pick_local_port()
         for _attempt in range(3):  # another program may grab the port between our check and ssh's bind
             argv = tunnel_argv(self.chain, self._forwards(local_port, rmate_port))
+            if self.req.background:  # a supervisor keeps it open: ssh is started again when it drops
+                argv = supervise.command({"argv": argv, "state": str(state_path(self.host, self.kind)),
+                                          "bind": self.req.bind, "port": local_port})
             proc = self._spawn(argv, log)
             failure = self._wait_local(proc, local_port, log)
             if failure is None:
@@ -508,6 +526,7 @@ class Opener:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         env = dict(os.environ)
         env["SHELL"] = "/bin/sh"  # the nested ProxyCommands are POSIX sh (shlex.quote)
+        env.pop("LABHOP_PASSWORD", None)  # a long-lived ssh has no use for it (tests/integration/test_secrets.py)
         try:
             # Its own session: Ctrl-C here is ours to handle (close cleanly), and a
             # background tunnel outlives this process and its terminal.
@@ -678,6 +697,10 @@ def open_forwards(session: Any, request: Request, facts: Optional[HostFacts]) ->
     """``fab tunnel`` / ``fab rmate``: open (or find open), verify, report; hold in the foreground."""
     kind = TUNNEL if request.jupyter else RMATE
     _require_remote(session, kind)
+    if not request.background and threading.current_thread() is not threading.main_thread():
+        # Several hosts at once (tasks.fleet runs them in threads): only detached tunnels make sense.
+        raise UsageError(f"a foreground {kind} holds the terminal for one host: with several hosts, "
+                         f"add --background (and `{kind} --close` later)")
     end = jupyter_end(facts, session.target.name) if request.jupyter and facts is not None else None
     Opener(session, ssh_chain(session.target), request, end).open()
 
