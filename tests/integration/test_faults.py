@@ -3,7 +3,8 @@
 - fab killed with SIGKILL in the middle of provision (during the venv, during the install);
 - the SSH connection cut from the target's side during the install;
 - two runs at the same time on one target (serialized by the target lock, both succeed);
-- JupyterLab killed behind labhop's back (status says so, serve starts it again).
+- JupyterLab killed behind labhop's back (status says so, serve starts it again);
+- a jump host's sshd restarted under a background tunnel (it comes back by itself).
 
 The sshd "target" runs on this machine, so its processes are visible in /proc here: the
 tests look for processes working on a test's prefix to time their faults and to check that
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,7 +24,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status
+from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status, need
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +253,76 @@ def test_jupyter_killed_behind_labhops_back(target: Target) -> None:
         target.fab("stop")
     # Once stopped, nothing is reported dead any more.
     assert "not running" in target.fab("status").ok().stdout
+
+
+# -- a jump host's sshd restarted under a background tunnel ------------------------------------
+
+def restart_sshd(server: object) -> object:
+    """Stop an sshd and its connections (a reboot or `systemctl restart` that drops them), start
+    it again: same address, port, host key, client key."""
+    from tests.harness.sshd import start_sshd
+
+    server.stop()
+    again = start_sshd(server.workdir.parent, server.name, address=server.address, netns=server.netns,
+                       client_key=server.identity_file, port=server.port)
+    again.ssh_config = server.ssh_config
+    return again
+
+
+def test_a_background_tunnel_comes_back_after_the_jump_hosts_sshd_restarts(topology, tmp_path_factory) -> None:
+    need(topology.isolated or os.environ.get("LABHOP_TEST_ALLOW_LOOPBACK_TOPOLOGY") == "1",
+         f"the jump topology is not isolated: {topology.reason}")
+    root = tmp_path_factory.mktemp("faults-jump")
+    home = root / "home"
+    home.mkdir()
+    ws = Workspace(root=root, inventory=root / "inventory.toml", ssh_config=topology.ssh_config, home=home)
+    port = free_port()
+    ws.write_inventory(f"""
+        [hosts.target]   # the ssh_config alias: through the jump host (ProxyJump)
+        prefix = "{topology.target.home}/.labhop-faults"
+        bin_dir = "{topology.target.home}/.local/bin-faults"
+        port = {port}
+    """)
+    state = home / ".local" / "state" / "labhop"
+    record: dict = {}
+    try:
+        ws.fab("serve", host="target", timeout=900).ok()  # installs offline: the target has no index
+        out = ws.fab("tunnel", "--background", host="target").ok().stdout
+        url = re.findall(r"open: (http://\S+)", out)[-1]
+        api = url.replace("/lab?", "/api/status?")
+        assert http_status(api) == 200
+        record = json.loads(next(state.glob("tunnel-*.json")).read_text())
+
+        topology.jump = restart_sshd(topology.jump)  # the session's topology stops the new one at the end
+        # The supervisor notices ssh exit, waits, starts it again (backoff), until the jump answers.
+        wait_for(lambda: _answers(api), 90, "the tunnel to answer again")
+
+        status = ws.fab("status", host="target").ok().stdout
+        line = next(l for l in status.splitlines() if "tunnel open:" in l)
+        assert f"pid {record['pid']}," in line  # the same supervisor, not a new tunnel
+        assert re.search(r"reconnected \d+ times? by itself, last \d+s ago", line), line
+        doc = json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]
+        tunnel = doc["tunnels"][0]
+        assert tunnel["alive"] is True and tunnel["supervisor"]["state"] == "up"
+        assert tunnel["supervisor"]["restarts"] >= 1
+        log = Path(record["log"]).read_text()
+        assert "labhop: ssh exited (255); starting it again in 1s (attempt 1)" in log
+    finally:
+        ws.fab("tunnel", "--close", host="target")
+        ws.fab("stop", host="target")
+    assert not list(state.glob("tunnel-*.json")) and not list(state.glob("*.state"))
+    assert record and not _alive(record["pid"])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http_status(url, timeout=3) == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

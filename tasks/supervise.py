@@ -1,0 +1,155 @@
+"""Keep a background tunnel's ssh running: start it again, with backoff, whenever it exits.
+
+``fab tunnel --background`` starts this program (not ssh itself) in its own session; the
+tunnel's record names this process, so ``fab tunnel --close`` ends it (SIGTERM: it ends
+ssh, then exits).
+
+- The first ssh must come up (its local forward listens; with only a reverse forward: it
+  is still running after a few seconds). If it exits before that, so does this program,
+  with ssh's exit code, and fab explains the failure from the log as it would without it.
+- After that, whenever ssh exits (a jump host's sshd restarted, a host rebooted, the network
+  dropped: ssh's ServerAliveInterval notices a silent drop) it is started again after 1, 2,
+  4 ... 30 s; the delay starts over once a connection has lasted a minute.
+- A state file beside the tunnel's record says what it is doing, for ``fab status``.
+
+Standalone: stdlib only, run as ``python supervise.py SPEC_JSON`` (no package on sys.path
+needed); the pure parts (``backoff``, ``describe``) are imported by tasks/tunnel.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+BASE_DELAY = 1.0
+MAX_DELAY = 30.0
+STABLE_AFTER = 60.0  # a connection that lasted this long resets the backoff
+UP_WITHOUT_PORT = 3.0  # reverse forward only: alive this long counts as up
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect ``attempt`` (1, 2, 3 ...)."""
+    return min(MAX_DELAY, BASE_DELAY * (2 ** max(0, attempt - 1)))
+
+
+def describe(state: Optional[dict[str, Any]], now: Optional[float] = None) -> str:
+    """What ``fab status`` adds to a supervised tunnel's line."""
+    if not state:
+        return ""
+    now = time.time() if now is None else now
+    restarts = state.get("restarts", 0)
+    if state.get("state") == "reconnecting":
+        wait = max(0, int(round((state.get("next_attempt") or now) - now)))
+        return (f"; reconnecting: ssh exited ({state.get('last_exit')}) {_ago(now, state.get('since'))}, "
+                f"attempt {state.get('attempt')} in {wait}s")
+    if restarts:
+        times = "time" if restarts == 1 else "times"
+        return f"; reconnected {restarts} {times} by itself, last {_ago(now, state.get('since'))}"
+    return ""
+
+
+def _ago(now: float, then: Optional[float]) -> str:
+    return f"{max(0, int(now - then))}s ago" if isinstance(then, (int, float)) else "a moment ago"
+
+
+def read_state(path: str) -> Optional[dict[str, Any]]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(path: str, **state: Any) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({**state, "supervisor": os.getpid()}, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _listening(bind: str, port: int) -> bool:
+    """Does something (our ssh) listen on bind:port? Tested by binding, not connecting (no forwarded channel)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, port))
+        except OSError:
+            return True
+    return False
+
+
+class _Supervisor:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.argv: list[str] = spec["argv"]
+        self.state_path: str = spec["state"]
+        self.bind: str = spec.get("bind") or "127.0.0.1"
+        self.port: Optional[int] = spec.get("port")
+        self.child: Optional[subprocess.Popen] = None
+        self.stopping = False
+        self.reconnects = 0  # times ssh came up again after the first
+
+    def stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.stop)
+        attempt = 0
+        ever_up = False
+        while not self.stopping:
+            # stdin/stdout: /dev/null; stderr: inherited, the tunnel's log.
+            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            started = time.time()
+            up = False
+            while self.child.poll() is None and not self.stopping:
+                if not up and (_listening(self.bind, self.port) if self.port else
+                               time.time() - started >= UP_WITHOUT_PORT):
+                    self.reconnects += 1 if ever_up else 0
+                    up = ever_up = True
+                    _write_state(self.state_path, state="up", pid=self.child.pid, restarts=self.reconnects,
+                                 since=time.time(), last_exit=None, attempt=0, next_attempt=None)
+                time.sleep(0.2)
+            if self.stopping:
+                break
+            code = self.child.wait()
+            if not ever_up:
+                return code if code > 0 else 1  # it never worked: fab reports why (the log)
+            attempt = 1 if up and time.time() - started >= STABLE_AFTER else attempt + 1
+            delay = backoff(attempt)
+            sys.stderr.write(f"labhop: ssh exited ({code}); starting it again in {delay:.0f}s "
+                             f"(attempt {attempt})\n")
+            sys.stderr.flush()
+            _write_state(self.state_path, state="reconnecting", pid=None, restarts=self.reconnects,
+                         since=time.time(), last_exit=code, attempt=attempt, next_attempt=time.time() + delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self.stopping:
+                time.sleep(0.1)
+        if self.child is not None:
+            try:
+                self.child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                self.child.wait()
+        try:
+            os.unlink(self.state_path)
+        except OSError:
+            pass
+        return 0
+
+
+def command(spec: dict[str, Any], python: str = sys.executable) -> list[str]:
+    """The argv that runs this file as the supervisor of ``spec`` (argv, state, bind, port)."""
+    return [python, os.path.abspath(__file__), json.dumps(spec)]
+
+
+if __name__ == "__main__":
+    sys.exit(_Supervisor(json.loads(sys.argv[1])).run())
