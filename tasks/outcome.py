@@ -132,7 +132,8 @@ def _detail(r: HostResult) -> str:
     if not r.ok:
         return r.error or r.result
     if r.changed:
-        return "; ".join(r.changed)
+        count = f"{len(r.changed)} steps: " if len(r.changed) > 1 else ""
+        return count + "; ".join(r.changed)
     if "running" in r.data:  # status
         return f"running, pid {r.data.get('pid')}, port {r.data.get('port')}" if r.data["running"] else "not running"
     return "-"
