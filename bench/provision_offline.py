@@ -109,6 +109,15 @@ def main(cold_runs: int) -> int:
     return 0
 
 
+LABELS = (("push ", "push"), ("unpack uv", "unpack uv"), ("unpack ", "split + sha256"),
+          ("create virtual environment", "venv"), ("install ", "install"), ("link ", "link rmate"),
+          ("add ", "login PATH"), ("create ", "prefix"))
+
+
+def label(description: str) -> str:
+    return next((name for start, name in LABELS if description.startswith(start)), description)
+
+
 def report(cold, noop, ssh_true, breakdown, uv_times, pip_times) -> None:
     med = statistics.median
     base = med(ssh_true)
@@ -118,7 +127,7 @@ def report(cold, noop, ssh_true, breakdown, uv_times, pip_times) -> None:
     steps: dict[str, list[float]] = {}
     for run in breakdown:
         for description, seconds in run.items():
-            key = re.sub(r" \d+ of \d+ wheels \([^)]*\)", " wheels", description.split(" /")[0])
+            key = label(description)
             steps.setdefault(key, []).append(seconds)
     parts = ", ".join(f"{k} {med(v):.1f}s" for k, v in steps.items())
     print(f"  its steps (medians): {parts}")
