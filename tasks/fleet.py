@@ -109,7 +109,9 @@ class FleetExecutor(Executor):
                         returned[call.task] = result
                         if not result.ok:
                             broken.add(result.host)
-        except KeyboardInterrupt:
+                    if any(r.exit_code == EXIT_INTERRUPTED for r in results):
+                        break  # Ctrl-C: no further task starts
+        except KeyboardInterrupt:  # between waves, or a single host's task outside labhop's edge
             results.append(failed("-", "-", "interrupted", EXIT_INTERRUPTED))
         seconds = time.monotonic() - started
         human = sys.stderr if json_mode else sys.stdout
@@ -161,6 +163,7 @@ class FleetExecutor(Executor):
         sys.stdout = _HostLines(err if json_mode else out, lock)  # --json: stdout is the document's alone
         sys.stderr = _HostLines(err, lock)
         pending = list(reversed(jobs))
+        started = time.monotonic()
 
         def worker() -> None:
             while True:
@@ -177,11 +180,11 @@ class FleetExecutor(Executor):
                 thread.start()
             for thread in threads:
                 thread.join()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the hosts still at work are abandoned (daemon threads end with fab)
             for index, call in jobs:
                 if results[index] is None:
-                    results[index] = failed(_host_of(call), _name(call), "interrupted", EXIT_INTERRUPTED)
-            raise
+                    results[index] = failed(_host_of(call), _name(call), "interrupted", EXIT_INTERRUPTED,
+                                            seconds=time.monotonic() - started)
         finally:
             sys.stdout, sys.stderr = out, err
         return [r for r in results if r is not None]

@@ -6,6 +6,7 @@ others, skip-after-failure, summary, --json, exit codes. Real SSH: tests/integra
 """
 from __future__ import annotations
 
+import _thread
 import json
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from tasks.outcome import applied
 state = {"active": 0, "peak": 0}
 lock = threading.Lock()
 barrier: Optional[threading.Barrier] = None
+released = threading.Event()
 
 
 @task
@@ -49,6 +51,15 @@ def work(c, json_=False, fail_on="", usage_on=""):
 
 
 @task
+@edge
+def hang(c):
+    if c.host == "h1":
+        _thread.interrupt_main()  # Ctrl-C, as the main thread receives it
+    released.wait(timeout=5)
+    return applied(c.host, "hang", [], 1)
+
+
+@task
 def crash(c):
     raise RuntimeError("a bug, not a host fault")
 
@@ -66,7 +77,7 @@ def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
     monkeypatch.setenv("LABHOP_INVENTORY", str(tmp_path / "inventory.toml"))
     state.update(active=0, peak=0)
     program = Fab(name="Fabric", version=fabric, executor_class=FleetExecutor, config_class=Config,
-                  namespace=Collection(work, crash, after))
+                  namespace=Collection(work, crash, after, hang))
     code = 0
     try:
         program.run(["fab", *argv])
@@ -178,3 +189,14 @@ def test_edge_prints_the_document_when_no_fleet_executor_runs(capsys) -> None:
     assert getattr(failure.value, "code", None) == 1
     doc = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert doc["exit_code"] == 1 and doc["results"][0]["error"] == "connection refused on h9"
+
+
+def test_ctrl_c_stops_the_run_and_says_where(monkeypatch, tmp_path, capsys) -> None:
+    try:
+        code, out, err = run(["-H", "h1,h2", "hang", "after"], monkeypatch, tmp_path, capsys)
+    finally:
+        released.set()
+    assert code == 130
+    rows = [line.split()[:3] + [line.split()[-1]] for line in out.splitlines() if line.startswith("h")]
+    assert rows == [["h1", "hang", "FAILED", "interrupted"], ["h2", "hang", "FAILED", "interrupted"]]
+    assert "after ran" not in out  # no further task starts
