@@ -87,7 +87,7 @@ while True:
     if gone(): sys.exit(0)
 owner = dict(args["owner"], holder_pid=os.getpid(), since=time.time())
 try:  # best effort: who holds the lock is for messages only (a full disk must not stop us here)
-    os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, json.dumps(owner).encode()); os.fsync(fd)
+    os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, json.dumps(owner).encode())
 except OSError:
     pass
 say("locked", {"created_prefix": created, "waited": waited})
@@ -122,7 +122,8 @@ class LockEvent:
 def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON) -> str:
     args = json.dumps({"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
                        "min_python": list(min_python)})
-    return shell.join([python, "-c", LOCK_SOURCE, args])
+    # -S: no site-packages to scan at start-up (the script needs the standard library only).
+    return shell.join([python, "-S", "-c", LOCK_SOURCE, args])
 
 
 def parse_event(line: str) -> Optional[LockEvent]:

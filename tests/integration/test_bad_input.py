@@ -139,6 +139,8 @@ def old_python(lab: Lab, case: "Case") -> Iterator[dict[str, str]]:
 sys.version_info = (3, 7, 17, "final", 0)
 sys.executable = __file__
 args = sys.argv[1:]
+while args[0] not in ("-c", "-") and args[0].startswith("-"):
+    args.pop(0)  # interpreter options (-S, -I)
 if args[0] == "-c":
     code, sys.argv = args[1], ["-c"] + args[2:]
 else:

@@ -1,0 +1,45 @@
+"""What the target lock costs: a no-op `fab -H target provision` (takes the lock) vs the same
+with `--dry-run` (the same connection, probe and plan, no lock).
+
+The lock is one more SSH session on the run's connection: the target's python starts the
+flock holder (tasks/lock.py) and stays until the run ends.
+"""
+from __future__ import annotations
+
+import sys
+
+try:
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+except ImportError:  # run as a script
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+
+
+def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
+    name = hosts.names[0]
+
+    def locked() -> None:
+        out = hosts.fab("provision", hosts=[name]).stdout
+        if "provision: nothing to do" not in out:
+            raise RuntimeError(f"not a no-op provision:\n{out}")
+
+    def unlocked() -> None:
+        out = hosts.fab("provision", "--dry-run", hosts=[name]).stdout
+        if "nothing was changed" not in out:
+            raise RuntimeError(f"not a dry run:\n{out}")
+
+    subject, baseline = side_by_side(runs, locked, unlocked)
+    figure = Figure("target lock", f"fab -H {name} provision (no-op, locked)",
+                    f"fab -H {name} provision --dry-run (no lock)", subject, baseline)
+    return [figure], ["the lock adds one SSH session (the flock holder) on the run's own connection, "
+                      "opened before the probe and closed when the task ends"]
+
+
+if __name__ == "__main__":
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    with bench_hosts(1) as h:
+        figures, notes = run(h, runs)
+        for f in figures:
+            print(f.line())
+        for n in notes:
+            print(n)
