@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.support import FabResult, Workspace, free_port, login, ssh
+from tests.support import FAB, FabResult, Workspace, free_port, login, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,14 @@ NEW_PASSWORD = "an0ther-Sampler-91c4"
 
 
 class CmdlineSampler(threading.Thread):
-    """Every distinct command line seen on the machine while running."""
+    """Every distinct command line seen on the machine while running; and the command lines of
+    processes whose environment holds ``env_secret`` (only fab itself should: the user put it there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env_secret: bytes) -> None:
         super().__init__(daemon=True)
         self.seen: set[str] = set()
+        self.env_holders: set[str] = set()
+        self.env_secret = env_secret
         self.rounds = 0
         self._halt = threading.Event()
 
@@ -46,8 +49,16 @@ class CmdlineSampler(threading.Thread):
                         raw = f.read()
                 except OSError:  # gone meanwhile
                     continue
-                if raw:
-                    self.seen.add(raw.replace(b"\0", b" ").decode("utf-8", "replace"))
+                if not raw:
+                    continue
+                cmdline = raw.replace(b"\0", b" ").decode("utf-8", "replace")
+                self.seen.add(cmdline)
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as f:
+                        if self.env_secret in f.read():
+                            self.env_holders.add(cmdline)
+                except OSError:
+                    pass
             self.rounds += 1
             time.sleep(0.002)
 
@@ -82,7 +93,7 @@ def scene(sshd_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     password_file = root / "password"
     password_file.write_text(PASSWORD + "\n")
     password_file.chmod(0o600)
-    sampler = CmdlineSampler()
+    sampler = CmdlineSampler(env_secret=f"LABHOP_PASSWORD={PASSWORD}".encode())
     sampler.start()
     runs: list[FabResult] = []
 
@@ -125,7 +136,7 @@ def test_every_task_runs_without_showing_a_secret(scene) -> None:
     fab("logs", "--lines", "500").ok()
 
     local_port = free_port()
-    opened = fab("tunnel", "--background", "--local-port", str(local_port)).ok()
+    opened = fab("tunnel", "--background", "--local-port", str(local_port), env={"LABHOP_PASSWORD": PASSWORD}).ok()
     assert str(local_port) in opened.output
     assert login(f"https://127.0.0.1:{local_port}", PASSWORD) == (200, 200)
     fab("tunnel", "--close").ok()
@@ -167,6 +178,14 @@ def test_no_command_line_carries_the_password_or_a_hash(scene) -> None:
     for secret in secrets:
         leaks = [cmd for cmd in sampler.containing(secret) if "canary" not in cmd]
         assert leaks == [], f"{secret[:6]}... in a command line: {leaks[0][:200]}"
+
+
+def test_only_fab_itself_holds_the_password_in_its_environment(scene) -> None:
+    """$LABHOP_PASSWORD is the user's choice for fab; nothing labhop starts (the background
+    tunnel's ssh, which outlives fab) keeps it."""
+    holders = scene["sampler"].env_holders
+    assert any(FAB in cmd for cmd in holders), "the sampler never saw fab's environment"
+    assert [cmd for cmd in holders if FAB not in cmd] == []
 
 
 def test_no_output_log_or_state_file_carries_a_secret(scene) -> None:
