@@ -264,7 +264,8 @@ def plan_tls(prefix: str, on_target: TargetTls, names: Names, *, provided: Optio
     reason = _reusable(on_target, names, now)
     if reason is None:
         plan.info, plan.origin = inspect(on_target.cert or ""), "kept from an earlier run"
-        plan.steps = _write_or_skip(cert_path, key_path, "", "", "names this host, valid, matches its key")
+        plan.steps = [Skip(f"TLS certificate {cert_path}", "names this host, valid, matches its key"),
+                      Skip(f"TLS key {key_path}", "belongs to that certificate")]
         return plan
     cert_pem, key_pem = generate(_with_earlier_names(names, on_target), now=now)
     plan.info, plan.origin = inspect(cert_pem), f"new: {reason}"
