@@ -17,7 +17,8 @@ def join(argv: Iterable[object]) -> str:
 def atomic_write(path: str, mode: int, size: Optional[int] = None) -> str:
     """Read stdin into ``path`` atomically: temp file in the same dir, chmod, rename.
 
-    The parent directory is created 0700. A kill at any point leaves either the
+    A missing parent directory is created 0700 (umask); an existing one is left as it is:
+    the parent of ``~/.rmate.rc`` is the user's home, whose mode is not labhop's to change. A kill at any point leaves either the
     old file or the new one, never half of one. ``size`` (bytes): when the writer dies
     mid-payload its channel closes, which ``cat`` cannot tell from the end of the
     payload, so a short temp file is dropped instead of renamed into place. A failed
@@ -28,7 +29,7 @@ def atomic_write(path: str, mode: int, size: Optional[int] = None) -> str:
     tmp = f"{stem}.$$"
     complete = f" && [ $(wc -c < {tmp}) -eq {int(size)} ]" if size is not None else ""
     return (
-        f"umask 077 && mkdir -p {q(directory)} && chmod 700 {q(directory)} && rm -f {stem}.* && "
+        f"umask 077 && mkdir -p {q(directory)} && rm -f {stem}.* && "
         f"{{ cat > {tmp}{complete} && chmod {mode:o} {tmp} && mv -f {tmp} {q(path)} || {{ rm -f {tmp}; exit 1; }}; }}"
     )
 
