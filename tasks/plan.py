@@ -194,7 +194,7 @@ def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:
     link = posixpath.join(facts.bin_dir, "rmate")
     if facts.rmate_link == target:
         plan.steps.append(Skip(f"link {link}", f"points to {target}"))
-    elif facts.rmate_link is not None and not facts.rmate_link.startswith(facts.prefix):
+    elif facts.rmate_link is not None and not (facts.rmate_link.startswith(facts.prefix) or facts.rmate_link_labhop):
         # Someone else's rmate: never replace what labhop did not put there.
         plan.steps.append(Skip(f"link {link}", f"left alone: {facts.rmate_link} is not labhop's"))
         plan.warnings.append(f"{link} exists and is not labhop's; `rmate` may not be the one labhop installed")
@@ -207,7 +207,7 @@ def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:
     if on_path:
         plan.steps.append(Skip(f"{facts.bin_dir} on the login PATH", "already there"))
     elif facts.profiles.get(profile):
-        plan.steps.append(Skip(f"{facts.bin_dir} on the login PATH", f"~/{profile} has labhop's block"))
+        plan.steps.append(Skip(f"{facts.bin_dir} on the login PATH", f"~/{profile} has labhop's block for it"))
     else:
         block = (f"{PROFILE_BEGIN}\ncase \":$PATH:\" in *:{shell.q(facts.bin_dir)}:*) ;; "
                  f"*) PATH={shell.q(facts.bin_dir)}:\"$PATH\"; export PATH ;; esac\n{PROFILE_END}\n")

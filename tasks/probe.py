@@ -166,6 +166,10 @@ installed = out["venv"]["exists"] and venv_version == ".".join(map(str, sys.vers
 out["index"] = check_index(1.5) if args.get("index") and not installed else None
 link = os.path.join(bin_dir, "rmate")
 out["rmate_link"] = os.readlink(link) if os.path.islink(link) else (link if os.path.exists(link) else None)
+# A link into another labhop prefix (PREFIX/venv/bin/rmate next to PREFIX/lock) is labhop's too.
+owner = os.path.dirname(os.path.dirname(os.path.dirname(out["rmate_link"] or "")))
+out["rmate_link_labhop"] = bool(os.path.islink(link) and out["rmate_link"].endswith("/venv/bin/rmate")
+                                and os.path.exists(os.path.join(owner, "lock")))
 # What a login shell sees: is bin_dir on its PATH, which profile file would it read?
 login_path = None
 try:
@@ -178,7 +182,9 @@ out["profiles"] = {}
 for name in (".bash_profile", ".bash_login", ".profile", ".zprofile"):
     text = read(os.path.join(home, name))
     if text is not None:
-        out["profiles"][name] = "# >>> labhop >>>" in text
+        # True when one of labhop's blocks in it already puts this bin_dir on PATH.
+        blocks = [b.split("# <<< labhop <<<")[0] for b in text.split("# >>> labhop >>>")[1:]]
+        out["profiles"][name] = any(bin_dir in b for b in blocks)
 # Jupyter config and server.
 out["config"] = read(os.path.join(prefix, "jupyter", "jupyter_server_config.py"))
 # The public variant's TLS pair (tasks/certs.py): the certificate is public; of the key only a
@@ -282,6 +288,7 @@ class HostFacts:
     venv_installed: Optional[str] = None  # the requirements the last complete install step installed
     room: Optional[Room] = None  # can labhop write below the prefix, and how much
     rmate_link: Optional[str] = None
+    rmate_link_labhop: bool = False
     login_path: Optional[str] = None
     profiles: dict[str, bool] = field(default_factory=dict)
     config: Optional[str] = None
@@ -322,7 +329,7 @@ def parse_facts(stdout: str) -> HostFacts:
     venv = raw.get("venv", {})
     server = raw.get("server", {})
     known = {"python", "venv", "server", "user", "uid", "home", "shell", "hostname", "prefix",
-             "prefix_exists", "bin_dir", "tmux", "uv", "rmate_link", "login_path", "profiles",
+             "prefix_exists", "bin_dir", "tmux", "uv", "rmate_link", "rmate_link_labhop", "login_path", "profiles",
              "config", "port_free", "signature", "index", "wheelhouse", "room"}
     index = raw.get("index")
     return HostFacts(
@@ -346,6 +353,7 @@ def parse_facts(stdout: str) -> HostFacts:
         venv_installed=venv.get("installed"),
         room=Room(**raw["room"]) if raw.get("room") else None,
         rmate_link=raw.get("rmate_link"),
+        rmate_link_labhop=bool(raw.get("rmate_link_labhop", False)),
         login_path=raw.get("login_path"),
         profiles=dict(raw.get("profiles", {})),
         config=raw.get("config"),
