@@ -364,6 +364,8 @@ kill -TERM "$pid" 2>/dev/null || true
 i=0
 while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+# A loaded machine can take a moment even after SIGKILL: report stopped only once it is gone.
+while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
 rm -f {pid_file}
 {tmux_kill}
 true
