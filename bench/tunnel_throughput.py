@@ -249,7 +249,7 @@ def main() -> int:
             pm_times = [receive(pm_port, small) for _ in range(max(2, args.runs // 2))]
             pm_rate = small / statistics.median(pm_times)
             print(f"  {'paramiko fallback':26s} {pm_rate / 1e6:8.1f} MB/s  (median of {len(pm_times)} x "
-                  f"{small >> 20} MB): {pm_rate / rate['raw ssh -L']:.2f}x raw ssh -L")
+                  f"{small >> 20} MB): {pm_rate / rate[bg]:.2f}x ssh -f -N -L")
             pm.send_signal(signal.SIGTERM)
             pm.wait(timeout=30)
         return 0
