@@ -527,7 +527,6 @@ class Opener:
         env = dict(os.environ)
         env["SHELL"] = "/bin/sh"  # the nested ProxyCommands are POSIX sh (shlex.quote)
         env.pop("LABHOP_PASSWORD", None)  # a long-lived ssh has no use for it (tests/integration/test_secrets.py)
-        env.pop("LABHOP_PASSWORD", None)  # a long-lived ssh has no use for it (tests/integration/test_secrets.py)
         try:
             # Its own session: Ctrl-C here is ours to handle (close cleanly), and a
             # background tunnel outlives this process and its terminal.
