@@ -73,16 +73,24 @@ def _write_state(path: str, **state: Any) -> None:
     os.replace(tmp, path)
 
 
-def _listening(bind: str, port: int) -> bool:
-    """Does something (our ssh) listen on bind:port? Tested by binding, not connecting (no forwarded channel)."""
+def port_is_free(bind: str, port: int) -> bool:
+    """Could ssh listen on bind:port right now? (SO_REUSEADDR as ssh sets it: TIME_WAIT is no obstacle.)
+
+    Tested by binding, not connecting: a connection would open a forwarded channel.
+    """
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, port))
         except OSError:
-            return True
-    return False
+            return False
+    return True
+
+
+def _listening(bind: str, port: int) -> bool:
+    """Does something (our ssh) listen on bind:port?"""
+    return not port_is_free(bind, port)
 
 
 class _Supervisor:

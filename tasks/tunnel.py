@@ -72,16 +72,8 @@ def _slug(host: str) -> str:
 
 # -- local ports -------------------------------------------------------------------------------
 
-def port_is_free(bind: str, port: int) -> bool:
-    """Could ssh listen on bind:port right now? (SO_REUSEADDR as ssh sets it: TIME_WAIT is no obstacle.)"""
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((bind, port))
-        except OSError:
-            return False
-    return True
+# One definition, shared with the supervisor (which runs as a bare script).
+port_is_free = supervise.port_is_free
 
 
 def choose_local_port(wanted: int, is_free: Callable[[int], bool], *, tries: int = PORT_TRIES) -> int:
