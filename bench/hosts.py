@@ -176,3 +176,14 @@ class Figure:
         goal = f" (goal <= {self.goal:g}x: {self.verdict})" if self.goal else ""
         return (f"{self.name}: {self.ratio:.2f}x{goal}  {self.subject} {self.subject_median:.3f}s vs "
                 f"{self.baseline} {self.baseline_median:.3f}s, medians of {len(self.subject_times)}")
+
+
+def main(run: Callable[[BenchHosts, int], tuple[list, list[str]]], *, default_runs: int = 7, n_targets: int = 1) -> None:
+    """A benchmark script's entry: `python bench/X.py [RUNS]` prints its figures and notes."""
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else default_runs
+    with bench_hosts(n_targets) as h:
+        figures, notes = run(h, runs)
+        for f in figures:
+            print(f.line())
+        for n in notes:
+            print(n)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 
 try:
-    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side, main
 except ImportError:  # run as a script
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side, main
 
 
 def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
@@ -36,10 +36,4 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
 
 
 if __name__ == "__main__":
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    with bench_hosts(1) as h:
-        figures, notes = run(h, runs)
-        for f in figures:
-            print(f.line())
-        for n in notes:
-            print(n)
+    main(run)

@@ -12,10 +12,10 @@ import sys
 import time
 
 try:
-    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
+    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
 except ImportError:  # run as a script: python bench/noop_provision.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed
+    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
 
 GOAL = 2.0
 
@@ -86,10 +86,4 @@ def _quiet(argv: list[str], env: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    with bench_hosts(1) as h:
-        figures, notes = run(h, runs)
-        for f in figures:
-            print(f.line())
-        for n in notes:
-            print(n)
+    main(run)

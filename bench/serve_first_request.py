@@ -12,10 +12,10 @@ import sys
 import time
 
 try:
-    from bench.hosts import BenchHosts, Figure, bench_hosts
+    from bench.hosts import BenchHosts, Figure, bench_hosts, main
 except ImportError:  # run as a script
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import BenchHosts, Figure, bench_hosts
+    from bench.hosts import BenchHosts, Figure, bench_hosts, main
 
 GOAL = 1.3
 LABHOP_PORT = 18888
@@ -79,8 +79,4 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
 
 
 if __name__ == "__main__":
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    with bench_hosts(1) as h:
-        figures, notes = run(h, runs)
-        for f in figures:
-            print(f.line())
+    main(run, default_runs=5)
