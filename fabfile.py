@@ -6,8 +6,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from fabric import task
+
+# invoke turns .pyc writing off for the whole run (its --write-pyc flag), which recompiled
+# labhop's modules on every `fab` (~0.1 s of each command). labhop's package caches its
+# bytecode as any installed package does; PYTHONDONTWRITEBYTECODE / -B still turn that off.
+sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
 
 from tasks.certs import plan_serve_tls, tls_request
 from tasks.cli import edge, flag, open_session
@@ -31,8 +37,7 @@ OFFLINE_HELP = "install from a wheelhouse pushed over SSH, not from the target's
 def provision(c, dry_run=False, json_=False, offline=False):
     """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
     s = open_session(c, json_out=json_, offline=offline or None)
-    s.lock("provision", dry_run=dry_run)
-    facts = probe(s.c, s.settings, install=True)
+    facts = s.lock_and_probe("provision", dry_run=dry_run, install=True)
     wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
     return s.result(s.apply(plan_provision(facts, s.settings, wheels), "provision", dry_run=dry_run))
 
@@ -59,8 +64,7 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
     tls = tls_request(public=s.settings.public, certfile=flag(certfile), keyfile=flag(keyfile),
                       insecure_http=insecure_http)
     password = read_password(flag(password_file)) if s.settings.public else None
-    s.lock("serve", dry_run=dry_run)
-    facts = probe(s.c, s.settings, port=s.settings.port, ip=s.settings.ip, install=True)
+    facts = s.lock_and_probe("serve", dry_run=dry_run, port=s.settings.port, ip=s.settings.ip, install=True)
     wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
     credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
     tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
@@ -102,8 +106,7 @@ def status(c, json_=False):
 def stop(c, json_=False):
     """Stop JupyterLab gracefully (stopping a stopped server is fine)."""
     s = open_session(c, json_out=json_)
-    s.lock("stop")
-    facts = probe(s.c, s.settings)
+    facts = s.lock_and_probe("stop")
     return s.result(s.apply(plan_stop(facts), "stop"))
 
 

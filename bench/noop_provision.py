@@ -57,11 +57,12 @@ def breakdown(hosts: BenchHosts, runs: int, ssh_true: float) -> str:
         marks["exit"] = wall - marks["total"]  # interpreter start and shutdown, outside the script's clock
         phases.append(marks)
     med = {key: statistics.median(p.get(key, 0.0) for p in phases) for key in phases[0]}
-    other = med["total"] - sum(med.get(k, 0.0) for k in ("import fabric", "import labhop", "connect", "lock", "probe", "apply"))
+    other = med["total"] - sum(med.get(k, 0.0) for k in ("import fabric", "import labhop", "connect", "lock", "apply"))
     parts = [("interpreter start and exit", med["exit"]), ("importing fabric/invoke/paramiko", med["import fabric"]),
              ("importing labhop (fabfile, tasks/)", med["import labhop"]),
-             ("connecting (jump, then target)", med.get("connect", 0.0)), ("taking the target's lock", med.get("lock", 0.0)),
-             ("probing (one command)", med.get("probe", 0.0)), ("everything else (parsing, planning, output)", other)]
+             ("connecting (jump, then target)", med.get("connect", 0.0)),
+             ("taking the target's lock and probing (one command)", med.get("lock", 0.0)),
+             ("everything else (parsing, planning, output)", other)]
     total = med["total"] + med["exit"]
     return (f"where a no-op provision's {total:.2f}s go (medians of {runs}, one process timing its own phases): "
             + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in parts)

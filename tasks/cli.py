@@ -18,12 +18,13 @@ from invoke.exceptions import Exit
 
 from .connect import Target, open_chain, resolve_target
 from .errors import LabhopError
-from .executor import ApplyResult, apply, hold_lock
+from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
 from .inventory import inventory_path, load_inventory
 from .layout import Layout
 from .lock import LOCK_WAIT, Owner, describe_holder, lock_command
 from .outcome import HostResult, applied, document, failed
 from .plan import Plan
+from .probe import HostFacts, facts_from
 from .report import Reporter
 from .settings import HostSettings, resolve_settings
 
@@ -41,11 +42,13 @@ class Session:
     def c(self) -> Any:
         return self.target.c
 
-    def lock(self, task: str, *, dry_run: bool = False) -> None:
-        """Take the target's lock (tasks/lock.py) until the task ends: runs on one target are
-        serialized from their probe to their last step. A dry run changes nothing and takes none."""
+    def lock_and_probe(self, task: str, *, dry_run: bool = False, port: Optional[int] = None,
+                       ip: Optional[str] = None, install: bool = False) -> HostFacts:
+        """Take the target's lock (tasks/lock.py) until the task ends, and probe the host, in one
+        command: runs on one target are serialized from their probe to their last step.
+        A dry run changes nothing and takes no lock: it only probes."""
         if dry_run:
-            return
+            return probe(self.c, self.settings, port=port, ip=ip, install=install)
         owner = Owner(task=task, controller=socket.gethostname(), pid=os.getpid())
         layout = Layout(self.settings.prefix)
 
@@ -53,11 +56,14 @@ class Session:
             self.report.say(f"waiting: {describe_holder(holder)} is working on this target; "
                             f"this run goes on when it is done")
 
+        command = lock_command(self.settings.python, layout, owner,
+                               probe_args=probe_arguments(self.settings, port=port, ip=ip, install=install))
         info = self.held.enter_context(hold_lock(
-            self.c, lock_command(self.settings.python, layout, owner), python=self.settings.python,
+            self.c, command, python=self.settings.python, probe=True,
             wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))
         if info.get("created_prefix"):
             self.report.say(f"  changed  create {layout.prefix} (0700), for labhop's lock")
+        return facts_from(info["facts"])
 
     def apply(self, plan: Plan, task: str, *, dry_run: bool = False) -> ApplyResult:
         for warning in plan.warnings:

@@ -87,11 +87,7 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
     ``install``: the caller may install packages, so the probe also checks (briefly) whether
     the target reaches its package index when something is missing, unless told it is offline.
     """
-    from .plan import PACKAGES
-
-    args = probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
-                      packages=tuple(PACKAGES) if install else ())
-    command = f"{shell.q(settings.python)} - {shell.q(args)}"
+    command = f"{shell.q(settings.python)} - {shell.q(probe_arguments(settings, port=port, ip=ip, install=install))}"
     try:
         result = c.run("sh -c " + shell.q(command), hide=True, warn=True, pty=False,
                        in_stream=payload(PROBE_SOURCE))
@@ -104,6 +100,15 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
     if result.exited != 0:
         raise LabhopError(f"probing the target failed (exit {result.exited}): {_tail(result.stderr)}")
     return parse_facts(result.stdout)
+
+
+def probe_arguments(settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
+                    install: bool = False) -> str:
+    """The probe's argv[1] (see ``probe``), also handed to the lock holder that probes once locked."""
+    from .plan import PACKAGES
+
+    return probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
+                      packages=tuple(PACKAGES) if install else ())
 
 
 def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
@@ -238,12 +243,17 @@ def _tail(text: str, lines: int = 3) -> str:
 # -- the target lock (tasks/lock.py): held by a process on the target for the whole run -----------
 
 class _HoldOpen:
-    """stdin for the lock holder: nothing to read (None) until released, then EOF ("")."""
+    """stdin for the lock holder: its payload (the probe) at once, then nothing to read (None)
+    until released, then EOF ("")."""
 
-    def __init__(self) -> None:
+    def __init__(self, payload: Optional[str] = None) -> None:
         self.released = threading.Event()
+        self.payload = payload
 
     def read(self, size: Optional[int] = -1) -> Optional[str]:
+        if self.payload:
+            text, self.payload = self.payload, None
+            return text
         return "" if self.released.is_set() else None
 
 
@@ -264,16 +274,21 @@ class _Lines:
         pass
 
 
+# How long a holder that has the lock may take to print the facts it probed.
+PROBE_WAIT = 120.0
+
+
 @contextlib.contextmanager
-def hold_lock(c: Any, command: str, *, python: str, wait: float,
-              on_wait: Callable[[Any], None]) -> Iterator[dict[str, Any]]:
-    """Run the lock holder (``lock.lock_command``) in a thread over ``c``; yield once it holds the lock.
+def hold_lock(c: Any, command: str, *, python: str, wait: float, on_wait: Callable[[Any], None],
+              probe: bool = False) -> Iterator[dict[str, Any]]:
+    """Run the lock holder (``lock.lock_command``) in a thread over ``c``; yield once it holds the lock
+    (and, with ``probe``, once it has probed: the facts' JSON is then under "facts").
 
     Leaving the block closes the holder's stdin, which releases the lock; so does this
     process dying (the channel closes), which is what keeps the lock from going stale.
     """
     events: "queue.Queue[lock.LockEvent]" = queue.Queue()
-    stdin = _HoldOpen()
+    stdin = _HoldOpen(PROBE_SOURCE if probe else None)
     stderr = io.StringIO()
     outcome: dict[str, Any] = {}
 
@@ -295,25 +310,34 @@ def hold_lock(c: Any, command: str, *, python: str, wait: float,
     thread.start()
     deadline = time.monotonic() + wait
     holder: dict[str, Any] = {}
+    locked: Optional[dict[str, Any]] = None
     try:
         while True:
             try:
                 event = events.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
             except queue.Empty:
-                if time.monotonic() >= deadline:
-                    raise LabhopError(f"gave up after {int(wait)}s waiting for the target's lock, held by "
-                                      f"{lock.describe_holder(holder)}") from None
-                continue
+                if time.monotonic() < deadline:
+                    continue
+                if locked is not None:
+                    raise LabhopError(f"probing the target: no answer within {int(PROBE_WAIT)}s") from None
+                raise LabhopError(f"gave up after {int(wait)}s waiting for the target's lock, held by "
+                                  f"{lock.describe_holder(holder)}") from None
             if event.kind == "locked":
+                locked = dict(event.value)
+                if not probe:
+                    break
+                deadline = time.monotonic() + PROBE_WAIT
+            elif event.kind == "facts" and locked is not None:
+                locked["facts"] = event.value
                 break
-            if event.kind == "waiting":
+            elif event.kind == "waiting":
                 holder = event.value if isinstance(event.value, dict) else {}
                 on_wait(holder)
             elif event.kind == "error":
                 raise LabhopError(str(event.value))
             elif event.kind == "ended":
                 raise LabhopError(_lock_failure(outcome, stderr.getvalue(), python))
-        yield event.value
+        yield locked
     finally:
         stdin.released.set()
         thread.join(timeout=10)

@@ -18,15 +18,18 @@ from typing import Any, Optional
 
 from . import shell
 from .layout import Layout
-from .probe import MIN_PYTHON
+from .probe import MIN_PYTHON, PROBE_SOURCE
 
 # How long a run waits for another one on the same target before giving up (an install
 # from scratch takes about a minute; a slow link several).
 LOCK_WAIT = 900
 
 # Runs on the target's python (any version from 2.7 on: it refuses one older than labhop
-# needs before anything is written). argv[1]: JSON {path, prefix, owner, min_python}.
-# Prints one line per event: "waiting <owner json>", "locked <json>", "error <text>".
+# needs before anything is written). argv[1]: JSON {path, prefix, owner, min_python, and
+# optionally probe_args, probe_bytes}. With a probe, stdin starts with probe_bytes of the
+# probe's source (tasks/probe.py), which runs once the lock is held: lock and facts in one
+# command, one session and one interpreter start on the target.
+# Prints one line per event: "waiting <owner json>", "locked <json>", "facts <json>", "error <text>".
 # A first run that fails leaves nothing behind: the prefix this holder created is removed on
 # release if the lock file is all it holds. A waiter checks that the file it locked is still
 # the one at the path (that removal unlinks it) and starts over if not.
@@ -47,6 +50,14 @@ def fail(what, exc):
     say("error", "cannot %s %s: %s" % (what, getattr(exc, "filename", None) or prefix,
                                        os.strerror(exc.errno) if exc.errno else exc))
     sys.exit(3)
+probe_source = None
+if args.get("probe_bytes"):
+    chunks, left = [], args["probe_bytes"]
+    while left > 0:
+        chunk = os.read(sys.stdin.fileno(), left)
+        if not chunk: sys.exit(0)  # the run went away before it sent the probe
+        chunks.append(chunk); left -= len(chunk)
+    probe_source = b"".join(chunks).decode("utf-8")
 def gone():
     # The run that started us gave up or died: stop waiting, never take the lock for nobody.
     return bool(select.select([sys.stdin], [], [], 0.2)[0]) and not os.read(sys.stdin.fileno(), 65536)
@@ -91,6 +102,22 @@ try:  # best effort: who holds the lock is for messages only (a full disk must n
 except OSError:
     pass
 say("locked", {"created_prefix": created, "waited": waited})
+if probe_source is not None:
+    import io, traceback
+    captured, real = io.StringIO(), sys.stdout
+    sys.stdout, sys.argv, failure = captured, ["-", args["probe_args"]], None
+    try:
+        exec(compile(probe_source, "<labhop probe>", "exec"), {"__name__": "__main__"})
+    except SystemExit:
+        pass
+    except Exception:
+        failure = traceback.format_exc().strip().splitlines()[-1]
+    sys.stdout = real
+    facts = [line for line in captured.getvalue().splitlines() if line.startswith("{")]
+    if failure or not facts:
+        say("error", "probing the target failed: %s" % (failure or "it printed no facts"))
+    else:
+        sys.stdout.write("facts " + facts[-1] + "\n"); sys.stdout.flush()
 while os.read(sys.stdin.fileno(), 65536):
     pass
 try:
@@ -115,13 +142,19 @@ class Owner:
 
 @dataclass(frozen=True)
 class LockEvent:
-    kind: str  # "waiting" | "locked" | "error"
+    kind: str  # "waiting" | "locked" | "facts" | "error"
     value: Any
 
 
-def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON) -> str:
-    args = json.dumps({"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
-                       "min_python": list(min_python)})
+def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON,
+                 *, probe_args: Optional[str] = None) -> str:
+    """The holder's command line. ``probe_args`` (tasks/probe.py ``probe_args``): also probe the host
+    once locked; ``PROBE_SOURCE`` then goes first on the holder's stdin."""
+    spec: dict[str, Any] = {"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
+                            "min_python": list(min_python)}
+    if probe_args is not None:
+        spec.update(probe_args=probe_args, probe_bytes=len(PROBE_SOURCE.encode()))
+    args = json.dumps(spec)
     # -S: no site-packages to scan at start-up (the script needs the standard library only).
     return shell.join([python, "-S", "-c", LOCK_SOURCE, args])
 
@@ -129,7 +162,7 @@ def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[in
 def parse_event(line: str) -> Optional[LockEvent]:
     """One line of the holder's output; anything else (a login banner) is None."""
     kind, _, rest = line.strip().partition(" ")
-    if kind not in ("waiting", "locked", "error"):
+    if kind not in ("waiting", "locked", "facts", "error"):
         return None
     try:
         return LockEvent(kind, json.loads(rest))

@@ -324,6 +324,11 @@ def parse_facts(stdout: str) -> HostFacts:
         raw = json.loads(lines[-1])
     except json.JSONDecodeError as exc:
         raise LabhopError(f"the host probe printed unreadable facts: {exc}") from None
+    return facts_from(raw)
+
+
+def facts_from(raw: dict[str, Any]) -> HostFacts:
+    """``HostFacts`` from the probe's JSON document, already decoded."""
     py = raw["python"]
     version = tuple(py["version"]) + (0,) * (3 - len(py["version"]))
     venv = raw.get("venv", {})

@@ -12,6 +12,7 @@ from pathlib import Path
 from tasks.guard import guarded
 from tasks.layout import Layout
 from tasks.lock import LockEvent, Owner, describe_holder, lock_command, parse_event
+from tasks.probe import PROBE_SOURCE, facts_from, probe_args
 
 
 def start_holder(prefix: Path, task: str = "serve", pid: int = 41) -> subprocess.Popen:
@@ -184,4 +185,59 @@ def test_a_too_old_python_is_refused_before_anything_is_written(tmp_path: Path) 
     assert parse_event(done.stdout) == LockEvent(
         "error", f"{sys.executable} is Python {version}; labhop needs Python >= 99.0 on the target")
     assert done.returncode == 3
+    assert not prefix.exists()
+
+
+# -- lock and probe in one command (what provision/serve/stop run) ------------------------------
+
+def start_probing_holder(prefix: Path, home: Path, probe: str) -> subprocess.Popen:
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="provision", controller="laptop", pid=7),
+                           probe_args=probe)
+    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(home)})
+    proc.stdin.write(PROBE_SOURCE)  # what executor.hold_lock sends first
+    proc.stdin.flush()
+    return proc
+
+
+def test_the_holder_probes_once_it_holds_the_lock_and_keeps_holding_it(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    holder = start_probing_holder(prefix, tmp_path, probe_args(str(prefix), str(tmp_path / "bin"), 8888, "127.0.0.1"))
+    try:
+        assert next_event(holder).kind == "locked"
+        event = next_event(holder)
+        assert event.kind == "facts"
+        facts = facts_from(event.value)
+        assert (facts.prefix, facts.home, facts.python_executable) == (str(prefix), str(tmp_path), sys.executable)
+        assert facts.venv_exists is False and facts.port_free is not None
+        waiter = start_holder(prefix)  # still held while the run applies its plan
+        try:
+            assert next_event(waiter).kind == "waiting"
+        finally:
+            waiter.stdin.close()
+            waiter.wait(timeout=5)
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=10) == 0
+
+
+def test_a_probe_that_fails_is_one_error_line_from_the_holder(tmp_path: Path) -> None:
+    holder = start_probing_holder(tmp_path / "prefix", tmp_path, "not json")
+    try:
+        assert next_event(holder).kind == "locked"
+        event = next_event(holder)
+        assert event.kind == "error"
+        assert event.value == ("probing the target failed: json.decoder.JSONDecodeError: "
+                               "Expecting value: line 1 column 1 (char 0)")
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=10) == 0
+
+
+def test_a_run_gone_before_its_probe_arrived_leaves_nothing(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="serve", controller="laptop", pid=7),
+                           probe_args=probe_args(str(prefix), str(tmp_path / "bin")))
+    done = subprocess.run(["sh", "-c", command], input=PROBE_SOURCE[:100], capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout) == (0, "")
     assert not prefix.exists()
