@@ -1,4 +1,4 @@
-"""Low-latency TCP under paramiko's SSH connections.
+"""Low latency under paramiko's SSH connections: the TCP socket, and one message after login.
 
 An SSH handshake is a string of small messages, several of them sent back to back by
 one side. paramiko leaves Nagle's algorithm on, so a second small message waits for the
@@ -7,11 +7,20 @@ ACK of the first, and Linux delays that ACK by up to 40 ms: measured through one
 ``TCP_NODELAY`` (our sends go at once) and ``TCP_QUICKACK`` (the servers' sends are
 acknowledged at once, so sshd's own Nagle does not hold its next reply). The OpenSSH client
 sets ``TCP_NODELAY`` too.
+
+The hop behind a jump host has TCP of its own, between the jump host and the target, which
+labhop cannot tune: there OpenSSH's sshd sends a debug message right after login, the jump
+host's kernel delays its ACK, and sshd's Nagle holds the answer to our first channel open
+for those 40 ms. ``PromptTransport`` answers the debug message with an SSH_MSG_IGNORE (which
+any server drops): forwarding it, the jump host acknowledges at once.
 """
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
+
+from paramiko import Transport
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -43,3 +52,23 @@ def low_latency(sock: Any) -> Any:
     tuned = QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
     tuned.settimeout(timeout)
     return tuned
+
+
+class PromptTransport(Transport):
+    """A paramiko Transport that answers the server's first debug message with an ignored one."""
+
+    _answered_debug = False
+
+    def _parse_debug(self, m: Any) -> None:
+        super()._parse_debug(m)
+        if not self._answered_debug:
+            self._answered_debug = True
+            # From a thread of its own: sending waits while a key exchange is under way, and this
+            # runs in the transport's own thread, the one that would finish that exchange.
+            threading.Thread(target=self._send_ignore, name="labhop-ignore", daemon=True).start()
+
+    def _send_ignore(self) -> None:
+        try:
+            self.send_ignore(1)
+        except Exception:  # the connection went away meanwhile: nothing to speed up
+            pass

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -41,6 +43,37 @@ def test_anything_but_a_tcp_socket_is_left_as_it_is() -> None:
     a, b = socket.socketpair()
     try:
         assert low_latency(a) is a
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_first_debug_message_is_answered_once_with_an_ignored_one() -> None:
+    from paramiko import Message
+
+    from tasks.tcp import PromptTransport
+
+    a, b = socket.socketpair()
+    sent = threading.Event()
+    calls: list[int] = []
+    try:
+        transport = PromptTransport(a)  # not started: only its message handling is used here
+
+        def send_ignore(byte_count=None) -> None:
+            calls.append(byte_count)
+            sent.set()
+
+        transport.send_ignore = send_ignore
+        for _ in range(2):
+            debug = Message()
+            debug.add_boolean(False)
+            debug.add_string(b"/home/u/.ssh/authorized_keys:1: key options: agent-forwarding pty")
+            debug.add_string(b"")
+            debug.rewind()
+            transport._parse_debug(debug)
+        assert sent.wait(5)
+        time.sleep(0.1)
+        assert calls == [1]
     finally:
         a.close()
         b.close()
