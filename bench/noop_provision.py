@@ -12,10 +12,10 @@ import sys
 import time
 
 try:
-    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
 except ImportError:  # run as a script: python bench/noop_provision.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
 
 GOAL = 2.0
 
@@ -30,14 +30,20 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
         if hosts.ssh("target", "true").returncode != 0:
             raise RuntimeError("ssh target true failed")
 
+    def fab_start() -> None:  # the floor under any fab task: the interpreter and Fabric's imports
+        _quiet([FAB, "--version"], hosts.env())
+
     subject, baseline = side_by_side(runs, noop, ssh_true)
     figure = Figure("no-op re-provision vs `ssh target true`", "fab -H target provision (no-op)",
                     "ssh target true", subject, baseline, goal=GOAL)
+    start, start_baseline = side_by_side(runs, fab_start, ssh_true)
+    floor = Figure("starting fab alone (Python + Fabric imports; no labhop, no SSH) vs `ssh target true`",
+                   "fab --version", "ssh target true", start, start_baseline)
 
     notes = [f"SSH work of one no-op provision (sshd logs): {round_trips(hosts, noop)}; "
              f"of `ssh target true`: {round_trips(hosts, ssh_true)}"]
     notes.append(breakdown(hosts, runs, figure.baseline_median))
-    return [figure], notes
+    return [figure, floor], notes
 
 
 def breakdown(hosts: BenchHosts, runs: int, ssh_true: float) -> str:
