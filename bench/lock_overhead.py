@@ -1,8 +1,8 @@
 """What the target lock costs: a no-op `fab -H target provision` (takes the lock) vs the same
 with `--dry-run` (the same connection, probe and plan, no lock).
 
-The lock is one more SSH session on the run's connection: the target's python starts the
-flock holder (tasks/lock.py) and stays until the run ends.
+The lock costs no SSH session of its own: the flock holder (tasks/lock.py) is the command that
+probes, and it stays until the run ends; a dry run probes in a plain command instead.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     subject, baseline = side_by_side(runs, locked, unlocked)
     figure = Figure("target lock", f"fab -H {name} provision (no-op, locked)",
                     f"fab -H {name} provision --dry-run (no lock)", subject, baseline)
-    return [figure], ["the lock adds one SSH session (the flock holder) on the run's own connection, "
-                      "opened before the probe and closed when the task ends"]
+    return [figure], ["the lock needs no SSH session of its own: the flock holder is the command that probes "
+                      "(one session on the run's connection), held until the task ends"]
 
 
 if __name__ == "__main__":
