@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import fleet_parallel, lock_overhead, noop_provision, serve_first_request  # noqa: E402
+from bench import fleet_parallel, lock_overhead, noop_latency, noop_provision, serve_first_request  # noqa: E402
 from bench.hosts import REPO, Figure, bench_hosts  # noqa: E402
 
 # Benchmarks other parts of labhop own: run when present, their output quoted.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     with bench_hosts(fleet_parallel.HOSTS, say=lambda text: print(f"  {text}", flush=True)) as hosts:
         isolated = hosts.topo.isolated
-        for module, n in ((noop_provision, runs), (fleet_parallel, runs), (lock_overhead, runs),
+        for module, n in ((noop_provision, runs), (noop_latency, runs), (fleet_parallel, runs), (lock_overhead, runs),
                           (serve_first_request, min(runs, 5))):
             print(f"running {module.__name__} ({n} run(s))...", flush=True)
             found, said = module.run(hosts, n)
