@@ -5,8 +5,10 @@ tunnel's record names this process, so ``fab tunnel --close`` ends it (SIGTERM: 
 ssh, then exits).
 
 - The first ssh must come up (its local forward listens; with only a reverse forward: it
-  is still running after a few seconds). If it exits before that, so does this program,
-  with ssh's exit code, and fab explains the failure from the log as it would without it.
+  is still running after a few seconds; or fab, having checked the tunnel end to end, says
+  so with SIGUSR1). If it exits before that, so does this program, with ssh's exit code,
+  and fab explains the failure from the log as it would without it. fab returns only once
+  this program has reported the tunnel up: a drop right after that is restarted too.
 - After that, whenever ssh exits (a jump host's sshd restarted, a host rebooted, the network
   dropped: ssh's ServerAliveInterval notices a silent drop) it is started again after 1, 2,
   4 ... 30 s; the delay starts over once a connection has lasted a minute.
@@ -102,6 +104,10 @@ class _Supervisor:
         self.child: Optional[subprocess.Popen] = None
         self.stopping = False
         self.reconnects = 0  # times ssh came up again after the first
+        self.confirmed = False  # fab checked the first ssh's tunnel end to end (SIGUSR1)
+
+    def confirm(self, signum: int, frame: Any) -> None:
+        self.confirmed = True
 
     def stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -111,6 +117,7 @@ class _Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.stop)
+        signal.signal(signal.SIGUSR1, self.confirm)
         attempt = 0
         ever_up = False
         while not self.stopping:
@@ -119,16 +126,19 @@ class _Supervisor:
             started = time.time()
             up = False
             while self.child.poll() is None and not self.stopping:
-                if not up and (_listening(self.bind, self.port) if self.port else
-                               time.time() - started >= UP_WITHOUT_PORT):
+                if not up and ((self.confirmed and not ever_up) or
+                               (_listening(self.bind, self.port) if self.port else
+                                time.time() - started >= UP_WITHOUT_PORT)):
                     self.reconnects += 1 if ever_up else 0
                     up = ever_up = True
                     _write_state(self.state_path, state="up", pid=self.child.pid, restarts=self.reconnects,
                                  since=time.time(), last_exit=None, attempt=0, next_attempt=None)
-                time.sleep(0.2)
+                time.sleep(0.05 if not ever_up else 0.2)
             if self.stopping:
                 break
             code = self.child.wait()
+            if self.confirmed and not ever_up:  # fab saw it work, then it dropped before our next look
+                up = ever_up = True
             if not ever_up:
                 return code if code > 0 else 1  # it never worked: fab reports why (the log)
             attempt = 1 if up and time.time() - started >= STABLE_AFTER else attempt + 1

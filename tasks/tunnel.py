@@ -502,6 +502,8 @@ class Opener:
             self._verify(local_port, log)
             if rmate_port is not None:
                 self._write_rc(rmate_port)
+            if self.req.background:
+                self._wait_supervised(proc, log)
         except BaseException:
             end_process(proc.pid)
             proc.wait()
@@ -513,6 +515,23 @@ class Opener:
             self.say(f"running in the background (pid {proc.pid}); `fab -H {self.host} {self.kind} --close` ends it")
             return
         self._hold(record, proc=proc, log=log)
+
+    def _wait_supervised(self, proc: subprocess.Popen, log: Path) -> None:
+        """Tell the supervisor (tasks/supervise.py) the tunnel works end to end, and return once it
+        says so in its state file: from then on it starts ssh again whenever it drops."""
+        path = str(state_path(self.host, self.kind))
+        os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            state = supervise.read_state(path)
+            if state and state.get("supervisor") == proc.pid and state.get("state") == "up":
+                return
+            if proc.poll() is not None:
+                raise LabhopError(f"tunnel via {self.chain.describe()}: "
+                                  f"{explain_failure(_log_text(log), self.chain)}")
+            time.sleep(0.02)
+        raise LabhopError(f"tunnel via {self.chain.describe()}: its supervisor did not report it up "
+                          f"within {READY_TIMEOUT:.0f}s (see {log})")
 
     def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -81,6 +81,27 @@ def test_a_first_ssh_that_never_comes_up_ends_the_supervisor_with_its_code(tmp_p
     assert supervise.read_state(str(state)) is None
 
 
+def test_a_tunnel_fab_confirmed_is_started_again_even_if_it_dropped_before_the_supervisor_looked(
+        tmp_path: Path) -> None:
+    # fab checked the tunnel end to end and said so (SIGUSR1); ssh drops before the supervisor saw
+    # its port (here: it never listens at all). That is a drop to recover from, not a failed start.
+    port, started = free_port(), tmp_path / "started"
+    fake = f"import pathlib, sys, time; pathlib.Path({str(started)!r}).touch(); time.sleep(1.0); sys.exit(255)"
+    proc, state = start(tmp_path, [sys.executable, "-c", fake], port)
+    try:
+        deadline = time.monotonic() + 20
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGUSR1)  # what tunnel.py does once the URL answered through the tunnel
+        assert wait_state(state, lambda s: s["state"] == "up")["supervisor"] == proc.pid
+        dropped = wait_state(state, lambda s: s["state"] == "reconnecting")
+        assert dropped["last_exit"] == 255 and proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert "labhop: ssh exited (255); starting it again in 1s (attempt 1)" in proc.stderr.read()
+
+
 def _gone(pid: int) -> bool:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
