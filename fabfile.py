@@ -16,17 +16,15 @@ from fabric import task
 # bytecode as any installed package does; PYTHONDONTWRITEBYTECODE / -B still turn that off.
 sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
 
-from tasks.certs import plan_serve_tls, tls_request
 from tasks.cli import edge, flag, open_session
 from tasks.executor import probe, read_file_tail
-from tasks.jupyter_config import render
-from tasks.passwords import read_password
 from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
-from tasks.server import hashed_password_for, status_of, token_for, url_for
 from tasks.errors import LabhopError
 from tasks.outcome import observed
 from tasks.wheelcache import wheelhouse_for
-from tasks.tunnel import RMATE, TUNNEL, close_forwards, open_forwards, request_from_flags, status_data, status_lines
+
+# A task imports what only it uses (TLS, bcrypt, tunnels) itself: every fab run loads this file,
+# and a no-op provision should not pay for the rest.
 
 JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"
 OFFLINE_HELP = "install from a wheelhouse pushed over SSH, not from the target's package index (found automatically)"
@@ -60,6 +58,11 @@ def provision(c, dry_run=False, json_=False, offline=False):
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
           insecure_http=False, dry_run=False, json_=False, offline=False):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
+    from tasks.certs import plan_serve_tls, tls_request
+    from tasks.jupyter_config import render
+    from tasks.passwords import read_password
+    from tasks.server import hashed_password_for, token_for, url_for
+
     s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir),
                      offline=offline or None)
     tls = tls_request(public=s.settings.public, certfile=flag(certfile), keyfile=flag(keyfile),
@@ -86,6 +89,9 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
 @edge
 def status(c, json_=False):
     """Is JupyterLab running on the target: pid, port, variant, URL, since when."""
+    from tasks.server import status_of
+    from tasks.tunnel import status_data, status_lines
+
     s = open_session(c, json_out=json_)
     facts = probe(s.c, s.settings)
     st = status_of(s.target.name, facts, s.target.address)
@@ -124,6 +130,8 @@ def logs(c, lines=50):
 @edge
 def url(c):
     """Print the URL to open (with the token for the localhost variant)."""
+    from tasks.server import url_for
+
     s = open_session(c)
     facts = probe(s.c, s.settings)
     found = url_for(facts.config, s.target.address)
@@ -143,6 +151,8 @@ def url(c):
 @edge
 def tunnel(c, local_port=None, bind=None, background=False, close=False, rmate=False, editor_port=None):
     """Forward a local port to JupyterLab on the target through every jump host; check the URL, print it."""
+    from tasks.tunnel import TUNNEL, close_forwards, open_forwards, request_from_flags
+
     request = request_from_flags(jupyter=True, rmate=rmate, local_port=flag(local_port), bind=flag(bind),
                                  editor_port=flag(editor_port), background=background, close=close)
     s = open_session(c, connect=not close)
@@ -159,6 +169,8 @@ def tunnel(c, local_port=None, bind=None, background=False, close=False, rmate=F
 @edge
 def rmate(c, editor_port=None, background=False, close=False):
     """Forward rmate's port on the target back to your editor here, so `rmate FILE` there opens it here."""
+    from tasks.tunnel import RMATE, close_forwards, open_forwards, request_from_flags
+
     request = request_from_flags(jupyter=False, rmate=True, editor_port=flag(editor_port),
                                  background=background, close=close)
     s = open_session(c, connect=not close)

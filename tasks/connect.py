@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from fabric import Connection
 
@@ -17,7 +17,9 @@ from .errors import LabhopError, UsageError
 from .executor import describe_connection_error
 from .hostkeys import check_for, openssh_options, secure  # every hop's host key checked against known_hosts
 from .inventory import HostEntry, Inventory
-from .ssh_cli import Chain, Hop, hop_title
+
+if TYPE_CHECKING:
+    from .ssh_cli import Chain
 
 LOCAL = "local"
 
@@ -103,6 +105,8 @@ def chain_of(target: Target) -> list[tuple[str, Connection]]:
 
 def ssh_chain(target: Target) -> Chain:
     """The same hops, users, ports, keys and ssh_config file as Fabric's, for the system ssh."""
+    from .ssh_cli import Chain, Hop  # the OpenSSH side: tunnels, and naming a hop in an error
+
     hops: list[Hop] = []
     connections = chain_of(target)
     for index, (name, cxn) in enumerate(connections):
@@ -120,11 +124,13 @@ def ssh_chain(target: Target) -> Chain:
 def open_chain(target: Target) -> None:
     """Connect hop by hop, outermost first, so that a failure names the hop it happened at."""
     connections = chain_of(target)
-    chain = ssh_chain(target)
     for index, (_name, cxn) in enumerate(connections):
         try:
             cxn.open()
         except Exception as exc:  # paramiko/socket faults: one line that says where
+            from .ssh_cli import hop_title
+
+            chain = ssh_chain(target)
             reason = describe_connection_error(exc)
             if index > 0 and type(exc).__name__ == "ChannelException":
                 raise LabhopError(f"{connections[index - 1][0]} cannot reach {hop_title(chain, index)}: "

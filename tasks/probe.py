@@ -18,9 +18,13 @@ from .errors import LabhopError
 from .signature import TargetSignature, parse_signature
 
 PROBE_SOURCE = r'''
-import json, os, sys, platform
+import json, os, sys
+def implementation():  # platform.python_implementation() without importing platform where it can
+    name = getattr(getattr(sys, "implementation", None), "name", None)
+    known = {"cpython": "CPython", "pypy": "PyPy"}
+    return known[name] if name in known else __import__("platform").python_implementation()
 out = {"python": {"executable": sys.executable, "version": list(sys.version_info[:3]),
-                  "implementation": platform.python_implementation()}}
+                  "implementation": implementation()}}
 if sys.version_info < (3, 6):
     print(json.dumps(out)); sys.exit(0)
 import glob, pwd, shutil, socket, subprocess, errno
@@ -90,10 +94,10 @@ if not libc and sys.platform.startswith("linux"):
                 if line.startswith("Version "): libc = "musl " + line.split()[1]
         except Exception:
             pass
-out["signature"] = {"version": list(sys.version_info[:3]), "implementation": platform.python_implementation(),
+out["signature"] = {"version": list(sys.version_info[:3]), "implementation": implementation(),
                     "soabi": sysconfig.get_config_var("SOABI"), "abiflags": getattr(sys, "abiflags", ""),
-                    "system": sys.platform, "machine": platform.machine(), "bits": 64 if sys.maxsize > 2 ** 32 else 32,
-                    "libc": libc, "mac": platform.mac_ver()[0] if sys.platform == "darwin" else None}
+                    "system": sys.platform, "machine": os.uname()[4], "bits": 64 if sys.maxsize > 2 ** 32 else 32,
+                    "libc": libc, "mac": __import__("platform").mac_ver()[0] if sys.platform == "darwin" else None}
 # The wheelhouse pushed by the controller: name -> size (".part" = still arriving or unverified).
 wheelhouse = os.path.join(prefix, "wheelhouse"); out["wheelhouse"] = {}
 for name in (os.listdir(wheelhouse) if os.path.isdir(wheelhouse) else []):
@@ -192,8 +196,7 @@ out["config"] = read(os.path.join(prefix, "jupyter", "jupyter_server_config.py")
 tls_cert = os.path.join(prefix, "tls", "cert.pem"); tls_key = os.path.join(prefix, "tls", "key.pem")
 tls = {"cert": read(tls_cert), "key_sha256": None, "pair_ok": None}
 try:
-    import hashlib
-    with open(tls_key, "rb") as f: tls["key_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    with open(tls_key, "rb") as f: tls["key_sha256"] = __import__("hashlib").sha256(f.read()).hexdigest()
 except (IOError, OSError):
     pass
 if tls["cert"] and tls["key_sha256"]:
