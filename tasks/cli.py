@@ -59,7 +59,7 @@ class Session:
         command = lock_command(self.settings.python, layout, owner,
                                probe_args=probe_arguments(self.settings, port=port, ip=ip, install=install))
         info = self.held.enter_context(hold_lock(
-            self.c, command, python=self.settings.python, probe=True,
+            self.c, command, python=self.settings.python,
             wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))
         if info.get("created_prefix"):
             self.report.say(f"  changed  create {layout.prefix} (0700), for labhop's lock")

@@ -246,7 +246,7 @@ class _HoldOpen:
     """stdin for the lock holder: its payload (the probe) at once, then nothing to read (None)
     until released, then EOF ("")."""
 
-    def __init__(self, payload: Optional[str] = None) -> None:
+    def __init__(self, payload: str) -> None:
         self.released = threading.Event()
         self.payload = payload
 
@@ -279,16 +279,16 @@ PROBE_WAIT = 120.0
 
 
 @contextlib.contextmanager
-def hold_lock(c: Any, command: str, *, python: str, wait: float, on_wait: Callable[[Any], None],
-              probe: bool = False) -> Iterator[dict[str, Any]]:
-    """Run the lock holder (``lock.lock_command``) in a thread over ``c``; yield once it holds the lock
-    (and, with ``probe``, once it has probed: the facts' JSON is then under "facts").
+def hold_lock(c: Any, command: str, *, python: str, wait: float,
+              on_wait: Callable[[Any], None]) -> Iterator[dict[str, Any]]:
+    """Run the lock holder (``lock.lock_command`` with ``probe_args``) in a thread over ``c``, the probe
+    first on its stdin; yield once it holds the lock and has probed (the facts' JSON under "facts").
 
     Leaving the block closes the holder's stdin, which releases the lock; so does this
     process dying (the channel closes), which is what keeps the lock from going stale.
     """
     events: "queue.Queue[lock.LockEvent]" = queue.Queue()
-    stdin = _HoldOpen(PROBE_SOURCE if probe else None)
+    stdin = _HoldOpen(PROBE_SOURCE)
     stderr = io.StringIO()
     outcome: dict[str, Any] = {}
 
@@ -324,8 +324,6 @@ def hold_lock(c: Any, command: str, *, python: str, wait: float, on_wait: Callab
                                   f"{lock.describe_holder(holder)}") from None
             if event.kind == "locked":
                 locked = dict(event.value)
-                if not probe:
-                    break
                 deadline = time.monotonic() + PROBE_WAIT
             elif event.kind == "facts" and locked is not None:
                 locked["facts"] = event.value
