@@ -69,6 +69,17 @@ class BenchHosts:
         return subprocess.run(["ssh", "-F", str(self.ssh_config), host, *command], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
+    def noop_provision(self, name: str = "target") -> None:
+        """`fab -H NAME provision`, which must find nothing to do: the no-op the figures time."""
+        out = self.fab("provision", hosts=[name]).stdout
+        if "provision: nothing to do" not in out:
+            raise RuntimeError(f"not a no-op provision on {name}:\n{out}")
+
+    def ssh_true(self, name: str = "target") -> None:
+        """`ssh NAME true`: the baseline on the same path."""
+        if self.ssh(name, "true").returncode != 0:
+            raise RuntimeError(f"ssh {name} true failed")
+
     def in_target_ns(self, *argv: str) -> list[str]:
         return self.topo.target_exec_argv(*argv)
 

@@ -33,17 +33,7 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     jump = hosts.topo.jump
     with delaying_relay(jump.address, jump.port, RTT_MS / 2000) as port:
         far = dataclasses.replace(hosts, ssh_config=behind_relay(hosts, port))
-
-        def noop() -> None:
-            out = far.fab("provision", hosts=["target"]).stdout
-            if "provision: nothing to do" not in out:
-                raise RuntimeError(f"not a no-op:\n{out}")
-
-        def ssh_true() -> None:
-            if far.ssh("target", "true").returncode != 0:
-                raise RuntimeError("ssh target true failed (through the relay)")
-
-        subject, baseline = side_by_side(runs, noop, ssh_true)
+        subject, baseline = side_by_side(runs, far.noop_provision, far.ssh_true)
     figure = Figure(f"no-op re-provision vs `ssh target true`, {RTT_MS} ms round trip to the jump host",
                     "fab -H target provision (no-op)", "ssh target true", subject, baseline)
     return [figure], [f"with {RTT_MS} ms between this machine and the jump host (a relay delaying each direction "

@@ -21,14 +21,7 @@ GOAL = 2.0
 
 
 def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
-    def noop() -> None:
-        out = hosts.fab("provision", hosts=["target"]).stdout
-        if "provision: nothing to do" not in out:
-            raise RuntimeError(f"not a no-op:\n{out}")
-
-    def ssh_true() -> None:
-        if hosts.ssh("target", "true").returncode != 0:
-            raise RuntimeError("ssh target true failed")
+    noop, ssh_true = hosts.noop_provision, hosts.ssh_true
 
     def fab_start() -> None:  # the floor under any fab task: the interpreter and Fabric's imports
         _quiet([FAB, "--version"], hosts.env())
