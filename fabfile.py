@@ -16,12 +16,12 @@ from fabric import task
 # bytecode as any installed package does; PYTHONDONTWRITEBYTECODE / -B still turn that off.
 sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
 
-from tasks.cli import edge, flag, open_session
-from tasks.executor import probe, read_file_tail
-from tasks.plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
-from tasks.errors import LabhopError
-from tasks.outcome import observed
-from tasks.wheelcache import wheelhouse_for
+from labhop.cli import edge, flag, open_session
+from labhop.executor import probe, read_file_tail
+from labhop.plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
+from labhop.errors import LabhopError
+from labhop.outcome import observed
+from labhop.offline.wheelcache import wheelhouse_for
 
 # A task imports what only it uses (TLS, bcrypt, tunnels) itself: every fab run loads this file,
 # and a no-op provision should not pay for the rest.
@@ -58,10 +58,10 @@ def provision(c, dry_run=False, json_=False, offline=False):
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
           insecure_http=False, dry_run=False, json_=False, offline=False):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL."""
-    from tasks.certs import plan_serve_tls, tls_request
-    from tasks.jupyter_config import render
-    from tasks.passwords import read_password
-    from tasks.server import hashed_password_for, token_for, url_for
+    from labhop.certs import plan_serve_tls, tls_request
+    from labhop.jupyter_config import render
+    from labhop.passwords import read_password
+    from labhop.server import hashed_password_for, token_for, url_for
 
     s = open_session(c, json_out=json_, public=public or None, port=flag(port), ip=flag(ip), root_dir=flag(root_dir),
                      offline=offline or None)
@@ -89,8 +89,8 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
 @edge
 def status(c, json_=False):
     """Is JupyterLab running on the target: pid, port, variant, URL, since when."""
-    from tasks.server import status_of
-    from tasks.tunnel import status_data, status_lines
+    from labhop.server import status_of
+    from labhop.tunnel.forward import status_data, status_lines
 
     s = open_session(c, json_out=json_)
     facts = probe(s.c, s.settings)
@@ -130,7 +130,7 @@ def logs(c, lines=50):
 @edge
 def url(c):
     """Print the URL to open (with the token for the localhost variant)."""
-    from tasks.server import url_for
+    from labhop.server import url_for
 
     s = open_session(c)
     facts = probe(s.c, s.settings)
@@ -151,7 +151,7 @@ def url(c):
 @edge
 def tunnel(c, local_port=None, bind=None, background=False, close=False, rmate=False, editor_port=None):
     """Forward a local port to JupyterLab on the target through every jump host; check the URL, print it."""
-    from tasks.tunnel import TUNNEL, close_forwards, open_forwards, request_from_flags
+    from labhop.tunnel.forward import TUNNEL, close_forwards, open_forwards, request_from_flags
 
     request = request_from_flags(jupyter=True, rmate=rmate, local_port=flag(local_port), bind=flag(bind),
                                  editor_port=flag(editor_port), background=background, close=close)
@@ -169,7 +169,7 @@ def tunnel(c, local_port=None, bind=None, background=False, close=False, rmate=F
 @edge
 def rmate(c, editor_port=None, background=False, close=False):
     """Forward rmate's port on the target back to your editor here, so `rmate FILE` there opens it here."""
-    from tasks.tunnel import RMATE, close_forwards, open_forwards, request_from_flags
+    from labhop.tunnel.forward import RMATE, close_forwards, open_forwards, request_from_flags
 
     request = request_from_flags(jupyter=False, rmate=True, editor_port=flag(editor_port),
                                  background=background, close=close)

@@ -1,7 +1,7 @@
 """What the target lock costs: a no-op `fab -H target provision` (takes the lock) vs the same
 with `--dry-run` (the same connection, probe and plan, no lock).
 
-The lock costs no SSH session of its own: the flock holder (tasks/lock.py) is the command that
+The lock costs no SSH session of its own: the flock holder (tasks/target/lock.py) is the command that
 probes, and it stays until the run ends; a dry run probes in a plain command instead.
 """
 from __future__ import annotations

@@ -54,8 +54,8 @@ def main() -> None:
     sys.path.insert(0, sys.argv[sys.argv.index("-r") + 1])
     started = time.perf_counter()
     import fabfile  # noqa: E402,F401  (all of labhop's modules; fab's loader then reuses them)
-    import tasks.cli as cli  # noqa: E402
-    import tasks.executor as executor  # noqa: E402
+    import labhop.cli as cli  # noqa: E402
+    import labhop.executor as executor  # noqa: E402
 
     marks["import labhop"] = time.perf_counter() - started
     _wrap(cli, "open_chain", "connect")

@@ -26,10 +26,10 @@ from typing import Iterable, Optional, Union
 # module (the fabfile imports it), most never touch a certificate (bench/noop_provision.py).
 
 from .errors import UsageError
-from .probe import HostFacts
+from .target.probe import HostFacts
 from .steps import Skip, Step, WriteFile
 
-# Below the prefix; the probe (tasks/probe.py) reads the same two paths.
+# Below the prefix; the probe (tasks/target/probe.py) reads the same two paths.
 TLS_DIR = "tls"
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
@@ -213,7 +213,7 @@ def check_flags(*, public: bool, certfile: Optional[str], keyfile: Optional[str]
 
 @dataclass(frozen=True)
 class TargetTls:
-    """The probe's view of ``<prefix>/tls`` (see tasks/probe.py)."""
+    """The probe's view of ``<prefix>/tls`` (see tasks/target/probe.py)."""
 
     cert: Optional[str] = None  # the certificate PEM (public)
     key_sha256: Optional[str] = None  # of the private key only a digest travels back

@@ -16,15 +16,15 @@ from typing import Any, Callable, Optional
 
 from invoke.exceptions import Exit
 
-from .connect import Target, open_chain, resolve_target
+from .ssh.connect import Target, open_chain, resolve_target
 from .errors import LabhopError
 from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
 from .inventory import inventory_path, load_inventory
-from .layout import Layout
-from .lock import LOCK_WAIT, Owner, describe_holder, lock_command
+from .target.layout import Layout
+from .target.lock import LOCK_WAIT, Owner, describe_holder, lock_command
 from .outcome import HostResult, applied, document, failed
 from .plan import Plan
-from .probe import HostFacts, facts_from
+from .target.probe import HostFacts, facts_from
 from .report import Reporter
 from .settings import HostSettings, resolve_settings
 
@@ -44,7 +44,7 @@ class Session:
 
     def lock_and_probe(self, task: str, *, dry_run: bool = False, port: Optional[int] = None,
                        ip: Optional[str] = None, install: bool = False) -> HostFacts:
-        """Take the target's lock (tasks/lock.py) until the task ends, and probe the host, in one
+        """Take the target's lock (tasks/target/lock.py) until the task ends, and probe the host, in one
         command: runs on one target are serialized from their probe to their last step.
         A dry run changes nothing and takes no lock: it only probes."""
         if dry_run:
@@ -127,7 +127,7 @@ class HostFailed(Exit):
         self.reason = reason
 
 
-# Set by tasks.fleet.FleetExecutor (selected in fabric.yaml): it collects the tasks'
+# Set by labhop.fleet.FleetExecutor (selected in fabric.yaml): it collects the tasks'
 # results and prints the --json document itself. Without it, the edge prints it.
 executor_reports = False
 

@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterator, Optional
 
 from invoke.exceptions import Failure, UnexpectedExit
 
-from . import lock, shell
+from .target import lock
+from . import shell
 from .errors import LabhopError
-from .probe import MIN_PYTHON, PROBE_SOURCE, HostFacts, parse_facts, probe_args
+from .target.probe import MIN_PYTHON, PROBE_SOURCE, HostFacts, parse_facts, probe_args
 from .settings import HostSettings
 from .steps import Command, Skip, Step, Transfer, Upload, WriteFile
 
@@ -212,7 +213,7 @@ def read_file_tail(c: Any, path: str, lines: int) -> str:
 def describe_connection_error(exc: BaseException) -> str:
     """One line for the faults SSH connections raise (no paramiko import needed)."""
     name = type(exc).__name__
-    if isinstance(exc, LabhopError):  # already one line (a refused host key, tasks/hostkeys.py)
+    if isinstance(exc, LabhopError):  # already one line (a refused host key, tasks/ssh/hostkeys.py)
         return str(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host name ({exc.strerror or exc}); is it in inventory.toml or ssh_config?"
@@ -240,7 +241,7 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(kept)
 
 
-# -- the target lock (tasks/lock.py): held by a process on the target for the whole run -----------
+# -- the target lock (tasks/target/lock.py): held by a process on the target for the whole run -----------
 
 class _HoldOpen:
     """stdin for the lock holder: its payload (the probe) at once, then nothing to read (None)

@@ -12,15 +12,15 @@ from typing import Optional, Sequence
 
 from . import shell
 from .errors import LabhopError
-from .guard import guarded
+from .target.guard import guarded
 from .jupyter_config import ServerSettings, render
-from .layout import Layout, expand_home
-from .offline import installer_uv, offline_reason, plan_push, require_manifest, venv_command
-from .offline import install_step as offline_install_step
-from .probe import MIN_PYTHON, HostFacts
+from .target.layout import Layout, expand_home
+from .offline.install import installer_uv, offline_reason, plan_push, require_manifest, venv_command
+from .offline.install import install_step as offline_install_step
+from .target.probe import MIN_PYTHON, HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
-from .wheelhouse import Manifest
+from .offline.wheelhouse import Manifest
 
 # What provision installs into the venv (distribution name -> requirement).
 PACKAGES = {"jupyterlab": "jupyterlab>=4,<5", "bcrypt": "bcrypt>=4.1", "rmate": "rmate"}
@@ -110,7 +110,7 @@ def _mib(size: int) -> str:
 
 
 def completing(step: Command, facts: HostFacts, mark: str, text: str = "") -> Command:
-    """``step`` guarded (it dies with this run, tasks/guard.py) and leaving ``mark`` last."""
+    """``step`` guarded (it dies with this run, tasks/target/guard.py) and leaving ``mark`` last."""
     command = (f"rm -f {shell.q(mark)} && {guarded(facts.python_executable, step.command)} && "
                f"printf %s {shell.q(text)} > {shell.q(mark)}")
     return replace(step, command=command)

@@ -8,7 +8,7 @@ from typing import Optional
 
 from . import jupyter_config
 from .passwords import hash_for
-from .probe import HostFacts
+from .target.probe import HostFacts
 
 
 def token_for(facts: HostFacts) -> str:

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .errors import UsageError
 from .inventory import HostEntry
-from .layout import DEFAULT_BIN_DIR, DEFAULT_PREFIX
+from .target.layout import DEFAULT_BIN_DIR, DEFAULT_PREFIX
 
 DEFAULT_PORT = 8888
 LOCALHOST = "127.0.0.1"

@@ -156,7 +156,7 @@ def test_kill_9_of_fab_mid_provision_then_a_rerun_completes(target: Target, phas
         time.sleep(0.5 if phase == "venv" else 2.0)  # well inside the step
     finally:
         kill_fab(proc)
-    # The step dies with the run that started it (tasks/guard.py), the lock holder with it:
+    # The step dies with the run that started it (tasks/target/guard.py), the lock holder with it:
     # nothing keeps working on the prefix behind the next run's back.
     wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.certs import generate, wanted_names
+from labhop.certs import generate, wanted_names
 from tests.support import Workspace, free_port, http_status, login, ssh
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tasks.shell import atomic_write
+from labhop.shell import atomic_write
 
 
 def write(path: Path, payload: bytes, size: int) -> subprocess.CompletedProcess:

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tasks.certs import (Names, TargetTls, check_flags, generate, inspect, load_pair, plan_tls, tls_paths,
+from labhop.certs import (Names, TargetTls, check_flags, generate, inspect, load_pair, plan_tls, tls_paths,
                          wanted_names)
-from tasks.errors import UsageError
-from tasks.steps import Skip, WriteFile
+from labhop.errors import UsageError
+from labhop.steps import Skip, WriteFile
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 

@@ -19,10 +19,10 @@ from fabric.config import Config
 from fabric.main import Fab
 from invoke import Collection
 
-from tasks.cli import edge
-from tasks.errors import LabhopError, UsageError
-from tasks.fleet import FleetExecutor
-from tasks.outcome import applied
+from labhop.cli import edge
+from labhop.errors import LabhopError, UsageError
+from labhop.fleet import FleetExecutor
+from labhop.outcome import applied
 
 state = {"active": 0, "peak": 0}
 lock = threading.Lock()

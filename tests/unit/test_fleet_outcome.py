@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import UsageError
-from tasks.fleet import _HostLines, _current, expand_hosts, parallel_limit
-from tasks.inventory import parse_inventory
-from tasks.outcome import (applied, document, exit_code, failed, headline, observed, skipped,
+from labhop.errors import UsageError
+from labhop.fleet import _HostLines, _current, expand_hosts, parallel_limit
+from labhop.inventory import parse_inventory
+from labhop.outcome import (applied, document, exit_code, failed, headline, observed, skipped,
                            summary_table)
 
 INVENTORY = parse_inventory("""

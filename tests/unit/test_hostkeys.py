@@ -11,7 +11,7 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
-from tasks.hostkeys import (HostKeyCheck, HostKeyError, VerifyingPolicy, fingerprint, hashed_name, host_matches,
+from labhop.ssh.hostkeys import (HostKeyCheck, HostKeyError, VerifyingPolicy, fingerprint, hashed_name, host_matches,
                             judge, load_known_hosts, openssh_options, parse_known_hosts, secure)
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import UsageError
-from tasks.inventory import inventory_path, load_inventory, parse_inventory
+from labhop.errors import UsageError
+from labhop.inventory import inventory_path, load_inventory, parse_inventory
 
 GOOD = """
 [defaults]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import bcrypt
 import pytest
 
-from tasks.jupyter_config import ServerSettings, render, stored_port, stored_secrets
-from tasks.server import url_for
+from labhop.jupyter_config import ServerSettings, render, stored_port, stored_secrets
+from labhop.server import url_for
 
 
 def test_localhost_variant_round_trips_token() -> None:

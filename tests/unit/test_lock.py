@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.guard import guarded
-from tasks.layout import Layout
-from tasks.lock import LockEvent, Owner, describe_holder, lock_command, parse_event
-from tasks.probe import PROBE_SOURCE, facts_from, probe_args
+from labhop.target.guard import guarded
+from labhop.target.layout import Layout
+from labhop.target.lock import LockEvent, Owner, describe_holder, lock_command, parse_event
+from labhop.target.probe import PROBE_SOURCE, facts_from, probe_args
 
 
 def start_holder(prefix: Path, task: str = "serve", pid: int = 41) -> subprocess.Popen:

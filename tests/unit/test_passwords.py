@@ -5,8 +5,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tasks.errors import UsageError
-from tasks.passwords import hash_for, matches, read_password
+from labhop.errors import UsageError
+from labhop.passwords import hash_for, matches, read_password
 
 
 def test_password_file_wins_and_loses_its_newline(tmp_path: Path) -> None:

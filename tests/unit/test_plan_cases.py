@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import LabhopError
-from tasks.jupyter_config import render
-from tasks.plan import INSTALLED_MARK, plan_provision, plan_serve, server_settings
-from tasks.probe import parse_facts
-from tasks.settings import resolve_settings
-from tasks.steps import Command, Skip, WriteFile
+from labhop.errors import LabhopError
+from labhop.jupyter_config import render
+from labhop.plan import INSTALLED_MARK, plan_provision, plan_serve, server_settings
+from labhop.target.probe import parse_facts
+from labhop.settings import resolve_settings
+from labhop.steps import Command, Skip, WriteFile
 
 CASES = sorted((Path(__file__).parent / "plan_cases").glob("*.json"))
 KINDS = {"command": Command, "write": WriteFile, "skip": Skip}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import rmate
-from tasks.errors import LabhopError
-from tasks.steps import Skip, WriteFile
+from labhop.tunnel import rmate
+from labhop.errors import LabhopError
+from labhop.steps import Skip, WriteFile
 
 
 def ports(rc=None, wanted_free=True, spare=40001) -> rmate.TargetPorts:

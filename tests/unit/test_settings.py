@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.errors import UsageError
-from tasks.inventory import HostEntry
-from tasks.settings import resolve_settings
+from labhop.errors import UsageError
+from labhop.inventory import HostEntry
+from labhop.settings import resolve_settings
 
 
 def test_defaults_are_localhost_8888() -> None:

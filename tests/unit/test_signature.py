@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import LabhopError
-from tasks.probe import PROBE_SOURCE, parse_facts, probe_args
-from tasks.signature import TargetSignature, abi_tag, manylinux_platforms, parse_signature, wheel_machine
+from labhop.errors import LabhopError
+from labhop.target.probe import PROBE_SOURCE, parse_facts, probe_args
+from labhop.offline.signature import TargetSignature, abi_tag, manylinux_platforms, parse_signature, wheel_machine
 
 LINUX_311 = {"version": [3, 11, 2], "implementation": "CPython", "soabi": "cpython-311-x86_64-linux-gnu",
              "abiflags": "", "system": "linux", "machine": "x86_64", "bits": 64, "libc": "glibc 2.36", "mac": None}

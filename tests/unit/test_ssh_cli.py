@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from tasks.ssh_cli import (Chain, Forwards, Hop, LocalForward, RemoteForward, explain_failure, forward_failure,
+from labhop.ssh.openssh import (Chain, Forwards, Hop, LocalForward, RemoteForward, explain_failure, forward_failure,
                            forward_host, hop_options, tunnel_argv)
 
 DOOR = Hop("doorkeeper", "doorkeeper.example.edu", "203.0.113.5", "ada", 22, ("/keys/door",))

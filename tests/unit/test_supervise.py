@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks import supervise
+from labhop.tunnel import supervise
 from tests.support import free_port
 
 # Stands in for `ssh -N -L port:...`: listens on the port, and exits 255 after argv[2] seconds

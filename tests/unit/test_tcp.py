@@ -1,4 +1,4 @@
-"""tasks/tcp.py: the socket tuning under paramiko's connections, on a real loopback TCP pair."""
+"""tasks/ssh/tcp.py: the socket tuning under paramiko's connections, on a real loopback TCP pair."""
 from __future__ import annotations
 
 import socket
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks.tcp import QuickAckSocket, low_latency
+from labhop.ssh.tcp import QuickAckSocket, low_latency
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_anything_but_a_tcp_socket_is_left_as_it_is() -> None:
 def test_the_first_debug_message_is_answered_once_with_an_ignored_one() -> None:
     from paramiko import Message
 
-    from tasks.tcp import PromptTransport
+    from labhop.ssh.tcp import PromptTransport
 
     a, b = socket.socketpair()
     sent = threading.Event()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tunnel
-from tasks.errors import LabhopError, UsageError
+from labhop.tunnel import forward as tunnel
+from labhop.errors import LabhopError, UsageError
 
 
 @pytest.fixture()

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
-from tasks.errors import LabhopError
-from tasks.executor import upload
-from tasks.offline import UNBUNDLE_SOURCE, UNPACK_UV_SOURCE, bundle_name, offline_reason, plan_push
-from tasks.plan import PACKAGES, plan_provision
-from tasks.probe import IndexCheck, parse_facts
-from tasks.settings import resolve_settings
-from tasks.signature import parse_signature
-from tasks.steps import Command, Skip, Transfer, Upload
-from tasks.wheelcache import ensure_wheelhouse
-from tasks.wheelhouse import (Manifest, Wheel, binary_requirements, check_complete, manifest_from_json,
+from labhop.errors import LabhopError
+from labhop.executor import upload
+from labhop.offline.install import UNBUNDLE_SOURCE, UNPACK_UV_SOURCE, bundle_name, offline_reason, plan_push
+from labhop.plan import PACKAGES, plan_provision
+from labhop.target.probe import IndexCheck, parse_facts
+from labhop.settings import resolve_settings
+from labhop.offline.signature import parse_signature
+from labhop.steps import Command, Skip, Transfer, Upload
+from labhop.offline.wheelcache import ensure_wheelhouse
+from labhop.offline.wheelhouse import (Manifest, Wheel, binary_requirements, check_complete, manifest_from_json,
                               pip_download_args, pip_install_args, pip_wheel_args, project_name,
                               source_requirements, uv_install_args, wheel_project)
 from tests.unit.test_signature import LINUX_311
@@ -155,7 +155,7 @@ def test_all_there_is_a_skip() -> None:
 
 
 def layout():
-    from tasks.layout import Layout
+    from labhop.target.layout import Layout
     return Layout("/home/ada/.labhop")
 
 
@@ -291,7 +291,7 @@ def test_a_facts_index_check_object() -> None:
 
 
 def test_an_installer_killed_by_a_signal_gets_one_more_go(tmp_path: Path) -> None:
-    from tasks.offline import install_step
+    from labhop.offline.install import install_step
     fake = tmp_path / "uv"
     fake.write_text('#!/bin/sh\nif [ ! -e "$0.ran" ]; then touch "$0.ran"; kill -SEGV $$; fi\necho installed "$@"\n')
     fake.chmod(0o755)

@@ -1,7 +1,7 @@
 """Installing on a target that cannot reach a package index: the steps, from a wheelhouse.
 
 Pure. When the probe finds the index unreachable (or the user says ``--offline`` /
-``offline = true``), provision pushes the controller's wheelhouse (tasks/wheelhouse.py)
+``offline = true``), provision pushes the controller's wheelhouse (tasks/offline/wheelhouse.py)
 to ``<prefix>/wheelhouse``: only the wheels not already there, as one bundle a cut
 connection resumes; the target splits it and keeps each wheel whose sha256 matches.
 Then uv (the target's own, or unpacked from uv's wheel) or pip installs with no index.
@@ -13,12 +13,12 @@ import json
 import posixpath
 from typing import Optional
 
-from . import shell
-from .errors import LabhopError
-from .layout import Layout
-from .probe import HostFacts
-from .settings import HostSettings
-from .steps import Command, Skip, Step, Transfer, Upload
+from .. import shell
+from ..errors import LabhopError
+from ..target.layout import Layout
+from ..target.probe import HostFacts
+from ..settings import HostSettings
+from ..steps import Command, Skip, Step, Transfer, Upload
 from .wheelhouse import Manifest, Wheel, pip_install_args, uv_install_args
 
 UNBUNDLE_SOURCE = r'''

@@ -12,7 +12,7 @@ Pure: builds the command text only.
 """
 from __future__ import annotations
 
-from . import shell
+from .. import shell
 
 # Python 2.7+ (runs on the target's interpreter). argv[1:]: the command.
 GUARD_SOURCE = r'''

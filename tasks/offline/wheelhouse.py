@@ -4,7 +4,7 @@ Pure. ``pip_download_args`` says how the controller downloads wheels for a
 ``TargetSignature`` (binary only, the target's full Python version, its ABI and
 every platform tag its libc accepts); ``Manifest`` records what was downloaded
 (name, size, sha256), so that the target gets only what it lacks and checks what
-arrived. tasks/wheelcache.py runs the downloads and keeps the cache.
+arrived. tasks/offline/wheelcache.py runs the downloads and keeps the cache.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from .errors import LabhopError
+from ..errors import LabhopError
 from .signature import TargetSignature
 
 # PyPI has only an sdist of these; they are pure Python, so the controller builds a

@@ -3,7 +3,7 @@
 ``~/.cache/labhop/wheelhouse/<signature key>/`` (``$LABHOP_CACHE_DIR`` or
 ``$XDG_CACHE_HOME/labhop`` instead of ``~/.cache/labhop``) holds the wheels and a
 manifest with their sizes and sha256. Building runs the controller's own pip with
-the target's interpreter signature (tasks/wheelhouse.py); this module runs things on
+the target's interpreter signature (tasks/offline/wheelhouse.py); this module runs things on
 the controller only, never on a target.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .errors import LabhopError
-from .offline import mb, offline_reason
-from .plan import PACKAGES, missing_packages
-from .probe import HostFacts
-from .settings import HostSettings
+from ..errors import LabhopError
+from .install import mb, offline_reason
+from ..plan import PACKAGES, missing_packages
+from ..target.probe import HostFacts
+from ..settings import HostSettings
 from .signature import TargetSignature
 from .wheelhouse import (MANIFEST, UV_REQUIREMENT, Manifest, Wheel, binary_requirements, check_complete,
                          manifest_from_json, pip_download_args, pip_wheel_args, source_requirements,

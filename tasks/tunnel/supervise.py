@@ -15,7 +15,7 @@ ssh, then exits).
 - A state file beside the tunnel's record says what it is doing, for ``fab status``.
 
 Standalone: stdlib only, run as ``python supervise.py SPEC_JSON`` (no package on sys.path
-needed); the pure parts (``backoff``, ``describe``) are imported by tasks/tunnel.py.
+needed); the pure parts (``backoff``, ``describe``) are imported by tasks/tunnel/forward.py.
 """
 from __future__ import annotations
 

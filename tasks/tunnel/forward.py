@@ -29,15 +29,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from . import jupyter_config
+from .. import jupyter_config
 from . import rmate as rmate_mod
-from . import shell, supervise
-from .connect import close_chain, ssh_chain
-from .errors import LabhopError, UsageError
-from .executor import apply as apply_steps
-from .executor import run as run_on_target
-from .probe import HostFacts
-from .ssh_cli import (Chain, Forwards, LocalForward, RemoteForward, explain_failure, forward_failure,
+from .. import shell
+from . import supervise
+from ..ssh.connect import close_chain, ssh_chain
+from ..errors import LabhopError, UsageError
+from ..executor import apply as apply_steps
+from ..executor import run as run_on_target
+from ..target.probe import HostFacts
+from ..ssh.openssh import (Chain, Forwards, LocalForward, RemoteForward, explain_failure, forward_failure,
                       forward_host, tunnel_argv)
 
 STATE_SUBDIR = "labhop"
@@ -144,7 +145,7 @@ def record_path(host: str, kind: str) -> Path:
 
 
 def state_path(host: str, kind: str) -> Path:
-    """What the supervisor of a background forward is doing (tasks/supervise.py)."""
+    """What the supervisor of a background forward is doing (tasks/tunnel/supervise.py)."""
     return record_path(host, kind).with_suffix(".state")
 
 
@@ -517,7 +518,7 @@ class Opener:
         self._hold(record, proc=proc, log=log)
 
     def _wait_supervised(self, proc: subprocess.Popen, log: Path) -> None:
-        """Tell the supervisor (tasks/supervise.py) the tunnel works end to end, and return once it
+        """Tell the supervisor (tasks/tunnel/supervise.py) the tunnel works end to end, and return once it
         says so in its state file: from then on it starts ssh again whenever it drops."""
         path = str(state_path(self.host, self.kind))
         os.kill(proc.pid, signal.SIGUSR1)
@@ -689,7 +690,7 @@ def request_from_flags(*, jupyter: bool, rmate: bool, local_port: Optional[objec
                        bind: Optional[str] = None, editor_port: Optional[object] = None,
                        background: bool = False, close: bool = False) -> Request:
     """Validate the flags before anything connects."""
-    from .settings import parse_port
+    from ..settings import parse_port
 
     if close and (background or local_port is not None or bind is not None):
         raise UsageError("--close takes no other flag: it ends the forwards this machine holds open to the host")

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from fabric import Connection
 
-from .errors import LabhopError, UsageError
-from .executor import describe_connection_error
+from ..errors import LabhopError, UsageError
+from ..executor import describe_connection_error
 from .hostkeys import check_for, openssh_options, secure  # every hop's host key checked against known_hosts
-from .inventory import HostEntry, Inventory
+from ..inventory import HostEntry, Inventory
 
 if TYPE_CHECKING:
-    from .ssh_cli import Chain
+    from .openssh import Chain
 
 LOCAL = "local"
 
@@ -105,7 +105,7 @@ def chain_of(target: Target) -> list[tuple[str, Connection]]:
 
 def ssh_chain(target: Target) -> Chain:
     """The same hops, users, ports, keys and ssh_config file as Fabric's, for the system ssh."""
-    from .ssh_cli import Chain, Hop  # the OpenSSH side: tunnels, and naming a hop in an error
+    from .openssh import Chain, Hop  # the OpenSSH side: tunnels, and naming a hop in an error
 
     hops: list[Hop] = []
     connections = chain_of(target)
@@ -128,7 +128,7 @@ def open_chain(target: Target) -> None:
         try:
             cxn.open()
         except Exception as exc:  # paramiko/socket faults: one line that says where
-            from .ssh_cli import hop_title
+            from .openssh import hop_title
 
             chain = ssh_chain(target)
             reason = describe_connection_error(exc)

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .errors import LabhopError
-from .signature import TargetSignature, parse_signature
+from ..errors import LabhopError
+from ..offline.signature import TargetSignature, parse_signature
 
 PROBE_SOURCE = r'''
 import json, os, sys

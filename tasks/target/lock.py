@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import shell
+from .. import shell
 from .layout import Layout
 from .probe import MIN_PYTHON, PROBE_SOURCE
 
@@ -27,7 +27,7 @@ LOCK_WAIT = 900
 # Runs on the target's python (any version from 2.7 on: it refuses one older than labhop
 # needs before anything is written). argv[1]: JSON {path, prefix, owner, min_python, and
 # optionally probe_args, probe_bytes}. With a probe, stdin starts with probe_bytes of the
-# probe's source (tasks/probe.py), which runs once the lock is held: lock and facts in one
+# probe's source (tasks/target/probe.py), which runs once the lock is held: lock and facts in one
 # command, one session and one interpreter start on the target.
 # Prints one line per event: "waiting <owner json>", "locked <json>", "facts <json>", "error <text>".
 # A first run that fails leaves nothing behind: the prefix this holder created is removed on
@@ -148,7 +148,7 @@ class LockEvent:
 
 def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON,
                  *, probe_args: Optional[str] = None) -> str:
-    """The holder's command line. ``probe_args`` (tasks/probe.py ``probe_args``): also probe the host
+    """The holder's command line. ``probe_args`` (tasks/target/probe.py ``probe_args``): also probe the host
     once locked; ``PROBE_SOURCE`` then goes first on the holder's stdin."""
     spec: dict[str, Any] = {"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
                             "min_python": list(min_python)}

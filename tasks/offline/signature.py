@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from .errors import LabhopError
+from ..errors import LabhopError
 
 # Lowest glibc minor with a manylinux tag per architecture (PEP 600: 2_17 is manylinux2014's floor;
 # x86 also had manylinux1/2010 on older glibc).
@@ -137,7 +137,7 @@ def _pair(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def parse_signature(raw: Optional[dict[str, Any]]) -> Optional[TargetSignature]:
-    """From the probe's ``signature`` object (see tasks/probe.py); None if the probe sent none."""
+    """From the probe's ``signature`` object (see tasks/target/probe.py); None if the probe sent none."""
     if not raw:
         return None
     try:

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from paramiko import MissingHostKeyPolicy, PKey, Transport
 
-from .errors import LabhopError
+from ..errors import LabhopError
 from .tcp import PromptTransport, low_latency
 
 DEFAULT_USER_FILES = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
@@ -358,7 +358,7 @@ class VerifyingPolicy(MissingHostKeyPolicy):
     def transport_factory(self, sock: Any, **kwargs: Any) -> Transport:
         """A Transport that asks for the key types known for this host first, as ssh orders
         HostKeyAlgorithms, so that a host known by its RSA key is not met with its ED25519 one.
-        Tuned for SSH's small messages (tasks/tcp.py)."""
+        Tuned for SSH's small messages (tasks/ssh/tcp.py)."""
         transport = PromptTransport(low_latency(sock), **kwargs)
         known = [e.key_type for e in self.entries if e.marker is None and e.matches(self.check.name)]
         if known:

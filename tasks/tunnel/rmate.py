@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import LabhopError
-from .plan import Plan
-from .steps import Skip, WriteFile
+from ..errors import LabhopError
+from ..plan import Plan
+from ..steps import Skip, WriteFile
 
 DEFAULT_PORT = 52698  # rmate's and the editors' (rsub, RemoteSubl, Remote VSCode) default
 RC_MARKER = "# written by labhop"

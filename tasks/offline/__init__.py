@@ -1,0 +1,1 @@
+"""Installing without a package index: the target's wheel signature, the cached wheelhouse, the push."""
