@@ -9,6 +9,11 @@ Public API::
     write_known_hosts(path, servers) -> Path
     make_client_key(workdir) -> Path
     Topology, build_topology(workdir, *, use_netns=None), cleanup_stale()
+
+Jupyter as a person uses it (import from the submodules; they need no sshd):
+
+    tests.harness.kernel.run_cell(url, token, code, *, password=None) -> str   # a cell over the kernel websocket
+    tests.harness.chromium.render(url, *, screenshot=None, wait_for=None) -> str  # DOM from headless chromium
 """
 from .sshd import SshServer, free_port, make_client_key, start_sshd, write_known_hosts, write_ssh_config
 from .topology import Topology, build_topology, cleanup_stale, netns_argv

@@ -1,0 +1,70 @@
+"""Open a URL in Debian's headless Chromium, as a person's browser would: the rendered DOM (after the page's
+JavaScript ran) and, optionally, a PNG screenshot.
+
+    path = chromium()                                   # /usr/bin/chromium or None
+    dom = render(url, screenshot=tmp / "lab.png", wait_for="jp-LabShell")
+
+``wait_for``: a string the rendered DOM must contain; when it is missing the page is loaded again with
+twice the virtual-time budget (a loaded machine renders JupyterLab's bundle late), at most ``tries``
+times, and the last DOM is returned either way (the caller asserts).  Chromium runs with a throwaway
+profile, no network of its own (no component updates, sync, QUIC) and, as root, without its sandbox.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["chromium", "render"]
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
+         "--hide-scrollbars", "--no-default-browser-check", "--password-store=basic",
+         # labhop's TLS certificate is self-signed; its fingerprint is checked in test_public_tls
+         "--ignore-certificate-errors"]
+
+
+def chromium() -> Optional[str]:
+    """Debian's chromium (the package's wrapper script), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    # Its own process group: on a timeout the renderer and GPU helpers go too, not only the wrapper.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"chromium did not finish within {timeout:.0f}s: {err[-2000:]}") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def render(url: str, *, screenshot: Optional[Path] = None, wait_for: Optional[str] = None,
+           budget_ms: int = 15000, tries: int = 3, size: tuple[int, int] = (1280, 800),
+           timeout: float = 120) -> str:
+    """The DOM of ``url`` once rendered in headless Chromium (and a screenshot of it, if asked)."""
+    binary = chromium()
+    if binary is None:
+        raise AssertionError("chromium is not installed (apt-get install chromium)")
+    dom = ""
+    for attempt in range(tries):
+        with tempfile.TemporaryDirectory(prefix="labhop-chromium-") as profile:
+            argv = [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                    f"--virtual-time-budget={budget_ms << attempt}", "--dump-dom"]
+            if screenshot is not None:
+                argv.append(f"--screenshot={screenshot}")
+            result = _run([*argv, url], timeout)
+        if result.returncode != 0:
+            raise AssertionError(f"chromium exited {result.returncode} on {url}: {result.stderr[-2000:]}")
+        dom = result.stdout
+        if wait_for is None or wait_for in dom:
+            break
+    return dom
