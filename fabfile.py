@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import sys
 
 from fabric import task
@@ -70,7 +69,8 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
     password = read_password(flag(password_file)) if s.settings.public else None
     facts = s.lock_and_probe("serve", dry_run=dry_run, port=s.settings.port, ip=s.settings.ip, install=True)
     wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
-    credentials = {"token": token_for(facts), "hashed_password": hashed_password_for(facts, password) if password else None}
+    credentials = {"token": token_for(facts),
+                   "hashed_password": hashed_password_for(facts, password) if password else None}
     tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
                                            s.target.entry.hostname, s.settings.ip])
     server = server_settings(facts, s.settings, **credentials, certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 
 try:
-    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side, main
+    from bench.hosts import BenchHosts, Figure, side_by_side, main
 except ImportError:  # run as a script
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side, main
+    from bench.hosts import BenchHosts, Figure, side_by_side, main
 
 GOAL = 1.5
 HOSTS = 3

@@ -90,7 +90,8 @@ class BenchHosts:
 
 
 @contextmanager
-def bench_hosts(n_targets: int = 1, *, provision: bool = True, say: Callable[[str], None] = print) -> Iterator[BenchHosts]:
+def bench_hosts(n_targets: int = 1, *, provision: bool = True,
+                say: Callable[[str], None] = print) -> Iterator[BenchHosts]:
     workdir = Path(tempfile.mkdtemp(prefix="labhop-bench-"))
     topo = build_topology(workdir / "topology")
     extra: list[SshServer] = []
@@ -189,7 +190,8 @@ class Figure:
                 f"{self.baseline} {self.baseline_median:.3f}s, medians of {len(self.subject_times)}")
 
 
-def main(run: Callable[[BenchHosts, int], tuple[list, list[str]]], *, default_runs: int = 7, n_targets: int = 1) -> None:
+def main(run: Callable[[BenchHosts, int], tuple[list, list[str]]], *,
+         default_runs: int = 7, n_targets: int = 1) -> None:
     """A benchmark script's entry: `python bench/X.py [RUNS]` prints its figures and notes."""
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else default_runs
     with bench_hosts(n_targets) as h:

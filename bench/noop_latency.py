@@ -37,7 +37,8 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     figure = Figure(f"no-op re-provision vs `ssh target true`, {RTT_MS} ms round trip to the jump host",
                     "fab -H target provision (no-op)", "ssh target true", subject, baseline)
     return [figure], [f"with {RTT_MS} ms between this machine and the jump host (a relay delaying each direction "
-                      f"{RTT_MS / 2:g} ms), a no-op provision costs {figure.subject_median - figure.baseline_median:.2f}s "
+                      f"{RTT_MS / 2:g} ms), a no-op provision costs "
+                      f"{figure.subject_median - figure.baseline_median:.2f}s "
                       f"more than `ssh target true` ({figure.ratio:.2f}x): labhop's start-up on this machine stays, "
                       f"its SSH work grows no faster than ssh's"]
 

@@ -12,10 +12,10 @@ import sys
 import time
 
 try:
-    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, side_by_side, timed, main
 except ImportError:  # run as a script: python bench/noop_provision.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import FAB, REPO, BenchHosts, Figure, bench_hosts, side_by_side, timed, main
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, side_by_side, timed, main
 
 GOAL = 2.0
 

@@ -3,7 +3,8 @@
     python bench/phases.py -r REPO -S ssh_config -H target provision
 
 Wraps (when present) the steps a task goes through: connecting the SSH chain, taking the
-target's lock and probing (one command for provision/serve/stop), probing alone (other tasks), applying. Used by bench/noop_provision.py; not a labhop feature.
+target's lock and probing (one command for provision/serve/stop), probing alone (other tasks),
+applying. Used by bench/noop_provision.py; not a labhop feature.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ Goals: cold <= 20 s, no-op <= 2 s.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -81,23 +82,23 @@ def main(cold_runs: int) -> int:
         cold, noop, ssh_true, breakdown = [], [], [], []
         for name in names[1:]:
             on_target(hosts, "rm -rf ~/.cache/uv")  # a target that never ran uv
-            out = ""
-            def run() -> None:
-                nonlocal out
-                out = fab(hosts, name, "provision")
-            cold.append(timed(run))
+            provision = functools.partial(fab, hosts, name, "provision")
+            started = time.perf_counter()
+            out = provision()
+            cold.append(time.perf_counter() - started)
             breakdown.append({m.group(1): float(m.group(2)) for m in map(STEP.search, out.splitlines()) if m})
             for _ in range(2):
-                noop.append(timed(lambda: fab(hosts, name, "provision")))
+                noop.append(timed(provision))
                 ssh_true.append(timed(lambda: hosts.ssh("target", "true")))
         # pip vs uv from the same pushed wheelhouse, on the target, each in a fresh venv.
         wheelhouse, uv = f"{home}/.labhop-cold0/wheelhouse", f"{home}/.labhop-cold0/bin/uv"
         reqs = " ".join(f"'{r}'" for r in PACKAGES.values())
         uv_times, pip_times = [], []
-        for i in range(2):
+        for _ in range(2):
             uv_times.append(seconds_on_target(hosts, (
                 f"rm -rf ~/.cache/uv /tmp/bench-uv && {uv} venv -q --python {TARGET_PYTHON} /tmp/bench-uv && "
-                f"{uv} pip install -q --offline --no-index --find-links {wheelhouse} --python /tmp/bench-uv/bin/python {reqs}")))
+                f"{uv} pip install -q --offline --no-index --find-links {wheelhouse} "
+                f"--python /tmp/bench-uv/bin/python {reqs}")))
             pip_times.append(seconds_on_target(hosts, (
                 f"rm -rf /tmp/bench-pip && {TARGET_PYTHON} -m venv /tmp/bench-pip && /tmp/bench-pip/bin/python -m pip "
                 f"install -q --no-index --find-links {wheelhouse} --disable-pip-version-check {reqs}")))

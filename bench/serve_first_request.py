@@ -12,10 +12,10 @@ import sys
 import time
 
 try:
-    from bench.hosts import BenchHosts, Figure, bench_hosts, main
+    from bench.hosts import BenchHosts, Figure, main
 except ImportError:  # run as a script
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import BenchHosts, Figure, bench_hosts, main
+    from bench.hosts import BenchHosts, Figure, main
 
 GOAL = 1.3
 LABHOP_PORT = 18888
@@ -40,7 +40,8 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     jupyter = f"{target.home}/.labhop/venv/bin/jupyter"
 
     def poller(port: int) -> subprocess.Popen:
-        return subprocess.Popen(hosts.in_target_ns(sys.executable, "-c", POLL, f"http://127.0.0.1:{port}/api/status", "120"))
+        url = f"http://127.0.0.1:{port}/api/status"
+        return subprocess.Popen(hosts.in_target_ns(sys.executable, "-c", POLL, url, "120"))
 
     def labhop() -> float:
         started = time.perf_counter()
@@ -55,8 +56,9 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     def by_hand() -> float:
         started = time.perf_counter()
         poll = poller(HAND_PORT)
-        start = hosts.ssh(target.name, f"cd ~ || exit 1; nohup {jupyter} lab --no-browser --allow-root --ip=127.0.0.1 "
-                                       f"--port={HAND_PORT} --ServerApp.token=bench > ~/by-hand.log 2>&1 < /dev/null & echo $!")
+        start = hosts.ssh(target.name, f"cd ~ || exit 1; nohup {jupyter} lab --no-browser --allow-root "
+                                       f"--ip=127.0.0.1 --port={HAND_PORT} --ServerApp.token=bench "
+                                       "> ~/by-hand.log 2>&1 < /dev/null & echo $!")
         if start.returncode != 0 or poll.wait(timeout=120) != 0:
             raise RuntimeError(f"jupyter lab by hand did not answer: {start.stderr}")
         seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ import ipaddress
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 # cryptography's x509 is imported inside the functions that need it: every fab run loads this
 # module (the fabfile imports it), most never touch a certificate (bench/noop_provision.py).
@@ -177,7 +177,8 @@ def load_pair(certfile: str, keyfile: str, *, now: Optional[datetime.datetime] =
     try:
         key = serialization.load_pem_private_key(key_pem.encode("ascii", "replace"), password=None)
     except TypeError:
-        raise UsageError(f"--keyfile {keyfile}: the key is encrypted; JupyterLab needs it without a passphrase") from None
+        raise UsageError(f"--keyfile {keyfile}: the key is encrypted; "
+                         "JupyterLab needs it without a passphrase") from None
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(f"--keyfile {keyfile}: not a PEM private key") from None
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
@@ -220,7 +221,7 @@ class TargetTls:
     pair_ok: Optional[bool] = None  # the target's ssl module loaded cert + key together
 
     @classmethod
-    def from_probe(cls, raw: Optional[dict]) -> "TargetTls":
+    def from_probe(cls, raw: Optional[dict[str, Any]]) -> "TargetTls":
         raw = raw or {}
         return cls(cert=raw.get("cert"), key_sha256=raw.get("key_sha256"), pair_ok=raw.get("pair_ok"))
 

@@ -197,7 +197,7 @@ def _read_from(paths: tuple[str, ...], offset: int) -> Iterator[bytes]:
 
 def _open_dest(sftp: Any, transfer: Transfer) -> Any:
     mode = "r+b" if transfer.offset else "wb"
-    dest = sftp.open(transfer.dest, mode) if sftp is not None else open(transfer.dest, mode)
+    dest: Any = sftp.open(transfer.dest, mode) if sftp is not None else open(transfer.dest, mode)
     if transfer.offset:
         dest.seek(transfer.offset)
     if sftp is not None:
@@ -207,7 +207,8 @@ def _open_dest(sftp: Any, transfer: Transfer) -> Any:
 
 def read_file_tail(c: Any, path: str, lines: int) -> str:
     result = run(c, f"tail -n {int(lines)} {shell.q(path)} 2>/dev/null || true", what=f"read {path}")
-    return result.stdout
+    tail: str = result.stdout
+    return tail
 
 
 def describe_connection_error(exc: BaseException) -> str:
@@ -226,7 +227,8 @@ def describe_connection_error(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"connection timed out: {exc}"
     if name in ("AuthenticationException", "BadAuthenticationType", "PasswordRequiredException"):
-        return f"SSH authentication failed: {'no key or password offered was accepted' if name == 'AuthenticationException' else exc}"
+        why = "no key or password offered was accepted" if name == "AuthenticationException" else exc
+        return f"SSH authentication failed: {why}"
     if name in ("BadHostKeyException",):
         return f"host key mismatch: {exc}"
     if name == "ChannelException" or name == "SSHException" or name == "ProxyCommandFailure":
@@ -249,7 +251,7 @@ class _HoldOpen:
 
     def __init__(self, payload: str) -> None:
         self.released = threading.Event()
-        self.payload = payload
+        self.payload: Optional[str] = payload
 
     def read(self, size: Optional[int] = -1) -> Optional[str]:
         if self.payload:

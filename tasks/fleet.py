@@ -71,13 +71,14 @@ def parallel_limit(config: Any, environ: Optional[dict[str, str]] = None) -> int
     return limit
 
 
-class FleetExecutor(Executor):
+class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
         try:
             names = expand_hosts(list(hosts or []), load_inventory(inventory_path()))
         except LabhopError as exc:
             raise Exit(f"labhop: {exc}", code=exc.exit_code) from None
-        return super().normalize_hosts(names)
+        normalized: list[dict[str, Any]] = super().normalize_hosts(names)
+        return normalized
 
     def execute(self, *tasks: Any) -> dict[Any, Any]:
         before, cli.executor_reports = cli.executor_reports, True  # the tasks' edge leaves --json to us
@@ -149,8 +150,8 @@ class FleetExecutor(Executor):
             try:  # a Connection is only described here; connecting happens in the task
                 contexts[index] = call.make_context(self.config)
             except Exception as exc:  # e.g. a malformed host string
-                results[index] = failed(host, _name(call), f"bad host {host!r}: {exc}", 2)
-                print(f"labhop: {host}: {results[index].error}", file=sys.stderr, flush=True)
+                bad = results[index] = failed(host, _name(call), f"bad host {host!r}: {exc}", 2)
+                print(f"labhop: {host}: {bad.error}", file=sys.stderr, flush=True)
                 continue
             jobs.append((index, call))
         if len(jobs) <= 1 and not several:  # one host: run as Fabric would, in this thread, unprefixed
@@ -303,4 +304,5 @@ def _host_of(call: Any) -> str:
 
 
 def _name(call: Any) -> str:
-    return call.called_as or call.task.name
+    name: str = call.called_as or call.task.name
+    return name

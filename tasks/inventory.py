@@ -9,7 +9,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,7 +159,7 @@ def parse_inventory(text: str, path: Path) -> Inventory:
     return Inventory(path=path, hosts=hosts, groups=groups, defaults=HostEntry(name="", **base))
 
 
-def _validate_settings(settings: dict[str, Any], table: str, fail) -> None:
+def _validate_settings(settings: dict[str, Any], table: str, fail: Callable[..., UsageError]) -> None:
     for key, value in settings.items():
         if key not in _SCHEMA:
             raise fail(f"unknown key {key!r} in [{table}] (known: {', '.join(sorted(_SCHEMA))})", table, key)

@@ -28,7 +28,8 @@ def check_password(password: str, origin: str) -> str:
     if not password:
         raise UsageError(f"the password from {origin} is empty")
     if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
-        raise UsageError(f"the password from {origin} is longer than bcrypt's {BCRYPT_MAX_BYTES} bytes; choose a shorter one")
+        raise UsageError(f"the password from {origin} is longer than bcrypt's {BCRYPT_MAX_BYTES} bytes; "
+                         "choose a shorter one")
     return password
 
 
@@ -48,7 +49,8 @@ def read_password(password_file: Optional[str], *, environ: Optional[dict[str, s
         return check_password(env[PASSWORD_ENV], f"${PASSWORD_ENV}")
     tty = sys.stdin.isatty() if interactive is None else interactive
     if not tty:
-        raise UsageError(f"a password is required: use --password-file FILE or set ${PASSWORD_ENV} (no terminal to prompt on)")
+        raise UsageError(f"a password is required: use --password-file FILE or set ${PASSWORD_ENV} "
+                         "(no terminal to prompt on)")
     with _PROMPT_LOCK:
         if prompt not in _prompted:
             first = prompt("labhop password for the public server: ")

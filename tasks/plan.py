@@ -181,7 +181,8 @@ def install_step(facts: HostFacts, layout: Layout, missing: list[str]) -> Comman
     else:
         install = (
             f"{{ {shell.join([*pip, 'uv'])} >/dev/null 2>&1 && "
-            f"{shell.join([uv_in_venv, 'pip', 'install', '--quiet', '--python', layout.venv_python, *requirements])}; }} || "
+            f"{shell.join([uv_in_venv, 'pip', 'install', '--quiet', '--python', layout.venv_python, *requirements])}"
+            "; } || "
             f"{shell.join([*pip, *requirements])}"
         )
     return Command(f"install {', '.join(missing)} into {layout.venv}", install)
@@ -303,11 +304,13 @@ def launch_command(facts: HostFacts, layout: Layout, server: ServerSettings, *, 
 def start_step(facts: HostFacts, layout: Layout, server: ServerSettings) -> Command:
     inner = shell.join(["sh", "-c", launch_command(facts, layout, server, under_tmux=bool(facts.tmux))])
     rotate = (f"rm -f {shell.q(layout.pid_file)} && "
-              f"{{ [ ! -f {shell.q(layout.log_file)} ] || mv -f {shell.q(layout.log_file)} {shell.q(layout.log_file + '.1')}; }} && "
+              f"{{ [ ! -f {shell.q(layout.log_file)} ] || "
+              f"mv -f {shell.q(layout.log_file)} {shell.q(layout.log_file + '.1')}; }} && "
               f"(umask 077 && : > {shell.q(layout.log_file)})")
     if facts.tmux:
         name = layout.session_name
-        command = (f"{rotate} && {{ {shell.q(facts.tmux)} kill-session -t {shell.q('=' + name)} 2>/dev/null; true; }} && "
+        command = (f"{rotate} && "
+                   f"{{ {shell.q(facts.tmux)} kill-session -t {shell.q('=' + name)} 2>/dev/null; true; }} && "
                    f"{shell.q(facts.tmux)} new-session -d -s {shell.q(name)} {shell.q(inner)}")
         return Command(f"start JupyterLab in tmux session {name} on {server.ip}:{server.port}", command)
     command = f"{rotate} && nohup {inner} > /dev/null 2>&1 < /dev/null &"
@@ -383,8 +386,8 @@ def stop_step(facts: HostFacts, description: str = "stop JupyterLab") -> Command
 def plan_stop(facts: HostFacts) -> Plan:
     if not facts.server.alive and facts.server.pid is not None:
         # It died behind labhop's back: forget it, so that status stops reporting a death.
-        return Plan(steps=[Command(f"remove the stale pid file of JupyterLab (pid {facts.server.pid} died unexpectedly)",
-                                   f"rm -f {shell.q(layout_for(facts).pid_file)}")])
+        what = f"remove the stale pid file of JupyterLab (pid {facts.server.pid} died unexpectedly)"
+        return Plan(steps=[Command(what, f"rm -f {shell.q(layout_for(facts).pid_file)}")])
     if not facts.server.alive:
         return Plan(steps=[Skip("stop JupyterLab", "not running")])
     return Plan(steps=[stop_step(facts)])

@@ -38,7 +38,8 @@ class Reporter:
         changed = len(outcome.changed)
         unchanged = len(outcome.results) - changed
         if self.dry_run:
-            self.say(f"{task}: dry run, {changed} step(s) would change, {unchanged} already in place; nothing was changed")
+            self.say(f"{task}: dry run, {changed} step(s) would change, {unchanged} already in place; "
+                     "nothing was changed")
         elif changed == 0:
             self.say(f"{task}: nothing to do, all {unchanged} step(s) already in place ({outcome.seconds:.1f}s)")
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from . import jupyter_config
 from .passwords import hash_for
@@ -32,7 +32,7 @@ class Status:
     # The pid in a pid file whose process is gone: JupyterLab died behind labhop's back.
     stale_pid: Optional[int] = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -57,7 +57,8 @@ def status_of(host: str, facts: HostFacts, address: str) -> Status:
         variant = "public" if "ServerApp.identity_provider_class" in values else "localhost"
     since = None
     if facts.server.alive and facts.server.since:
-        since = datetime.datetime.fromtimestamp(facts.server.since, tz=datetime.timezone.utc).isoformat(timespec="seconds")
+        started = datetime.datetime.fromtimestamp(facts.server.since, tz=datetime.timezone.utc)
+        since = started.isoformat(timespec="seconds")
     return Status(host=host, running=facts.server.alive, pid=facts.server.pid if facts.server.alive else None,
                   port=jupyter_config.stored_port(facts.config), variant=variant,
                   url=url_for(facts.config, address) if facts.server.alive else None, since=since,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, TypeVar
 
 from .errors import UsageError
 from .inventory import HostEntry
 from .target.layout import DEFAULT_BIN_DIR, DEFAULT_PREFIX
+
+T = TypeVar("T")
 
 DEFAULT_PORT = 8888
 LOCALHOST = "127.0.0.1"
@@ -45,7 +47,7 @@ def resolve_settings(entry: Optional[HostEntry], *, port: Optional[object] = Non
     """Merge CLI values (``None`` = not given) over the inventory entry over defaults."""
     e = entry or HostEntry(name="")
 
-    def pick(cli, inv, default):
+    def pick(cli: Optional[T], inv: Optional[T], default: T) -> T:
         return cli if cli is not None else (inv if inv is not None else default)
 
     is_public = bool(pick(public, e.public, False))

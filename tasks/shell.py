@@ -18,9 +18,9 @@ def atomic_write(path: str, mode: int, size: Optional[int] = None) -> str:
     """Read stdin into ``path`` atomically: temp file in the same dir, chmod, rename.
 
     A missing parent directory is created 0700 (umask); an existing one is left as it is:
-    the parent of ``~/.rmate.rc`` is the user's home, whose mode is not labhop's to change. A kill at any point leaves either the
-    old file or the new one, never half of one. ``size`` (bytes): when the writer dies
-    mid-payload its channel closes, which ``cat`` cannot tell from the end of the
+    the parent of ``~/.rmate.rc`` is the user's home, whose mode is not labhop's to change.
+    A kill at any point leaves either the old file or the new one, never half of one.
+    ``size`` (bytes): when the writer dies mid-payload its channel closes, which ``cat`` cannot tell from the end of the
     payload, so a short temp file is dropped instead of renamed into place. A failed
     write (disk full) removes its temp file; temp files of killed runs go on the next.
     """

@@ -256,10 +256,8 @@ def explain_failure(stderr: str, chain: Chain) -> str:
 
 def forward_failure(stderr: str) -> Optional[str]:
     """The reason a forwarded connection could not be opened on the far side, if ssh logged one."""
-    m = None
-    for m in _OPEN_FAILED.finditer(stderr or ""):
-        pass
-    return (m.group(1) or "connect failed") if m else None
+    matches = list(_OPEN_FAILED.finditer(stderr or ""))
+    return (matches[-1].group(1) or "connect failed") if matches else None
 
 
 def render_argv(argv: Sequence[str]) -> str:

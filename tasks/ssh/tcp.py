@@ -60,7 +60,7 @@ class PromptTransport(Transport):
     _answered_debug = False
 
     def _parse_debug(self, m: Any) -> None:
-        super()._parse_debug(m)
+        super()._parse_debug(m)  # type: ignore[misc]  # private in paramiko, absent from its stubs
         if not self._answered_debug:
             self._answered_debug = True
             # From a thread of its own: sending waits while a key exchange is under way, and this

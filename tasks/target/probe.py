@@ -162,7 +162,8 @@ def check_index(timeout):
             try: s.connect(address); result["reachable"] = True
             finally: s.close()
         except (OSError, socket.error) as e:
-            result["error"] = "cannot connect to %s:%s: %s" % (host, port, getattr(e, "strerror", None) or e or "timed out")
+            why = getattr(e, "strerror", None) or e or "timed out"
+            result["error"] = "cannot connect to %s:%s: %s" % (host, port, why)
     result["seconds"] = round(time.time() - started, 3)
     return result
 installed = out["venv"]["exists"] and venv_version == ".".join(map(str, sys.version_info[:3])) and \
@@ -342,7 +343,7 @@ def facts_from(raw: dict[str, Any]) -> HostFacts:
     index = raw.get("index")
     return HostFacts(
         python_executable=py["executable"],
-        python_version=version[:3],  # type: ignore[arg-type]
+        python_version=version[:3],
         python_implementation=py.get("implementation", "CPython"),
         user=raw.get("user", ""),
         uid=raw.get("uid", -1),

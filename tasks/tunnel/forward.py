@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -426,13 +425,14 @@ class Opener:
                      f"the reverse forward uses {port}")
         return port
 
-    def wait_remote_listening(self, port: int, proc: Optional[subprocess.Popen], log: Optional[Path]) -> None:
+    def wait_remote_listening(self, port: int, proc: Optional[subprocess.Popen[bytes]], log: Optional[Path]) -> None:
         """Until the target's sshd listens on ``port``, polled in short rounds so a dead ssh is seen at once."""
         command = f"{shell.q(self.s.settings.python)} - {int(port)} 3"
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if proc is not None and proc.poll() is not None:
-                raise LabhopError(f"reverse forward for rmate: {explain_failure(_log_text(log) if log else '', self.chain)}")
+                why = explain_failure(_log_text(log) if log else "", self.chain)
+                raise LabhopError(f"reverse forward for rmate: {why}")
             try:
                 run_on_target(self.s.c, command, stdin=rmate_mod.LISTENING_SOURCE,
                               what=f"wait for the reverse forward on {self.host}:{port}")
@@ -456,10 +456,10 @@ class Opener:
             self._open_openssh(rmate_port)
 
     def _forwards(self, local_port: Optional[int], rmate_port: Optional[int]) -> Forwards:
-        local = ()
+        local: tuple[LocalForward, ...] = ()
         if self.req.jupyter and local_port is not None and self.end is not None:
             local = (LocalForward(self.req.bind, local_port, self.end.host, self.end.port),)
-        remote = ()
+        remote: tuple[RemoteForward, ...] = ()
         if rmate_port is not None:
             remote = (RemoteForward(rmate_port, "127.0.0.1", self.req.editor_port),)
         return Forwards(local=local, remote=remote)
@@ -496,7 +496,8 @@ class Opener:
                 continue
             raise LabhopError(f"tunnel via {self.chain.describe()}: {failure}")
         else:
-            raise LabhopError(f"tunnel via {self.chain.describe()}: local ports kept getting taken; pick one with --local-port")
+            raise LabhopError(f"tunnel via {self.chain.describe()}: local ports kept getting taken; "
+                              "pick one with --local-port")
         try:
             if rmate_port is not None:
                 self.wait_remote_listening(rmate_port, proc, log)
@@ -517,7 +518,7 @@ class Opener:
             return
         self._hold(record, proc=proc, log=log)
 
-    def _wait_supervised(self, proc: subprocess.Popen, log: Path) -> None:
+    def _wait_supervised(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         """Tell the supervisor (tasks/tunnel/supervise.py) the tunnel works end to end, and return once it
         says so in its state file: from then on it starts ssh again whenever it drops."""
         path = str(state_path(self.host, self.kind))
@@ -534,7 +535,7 @@ class Opener:
         raise LabhopError(f"tunnel via {self.chain.describe()}: its supervisor did not report it up "
                           f"within {READY_TIMEOUT:.0f}s (see {log})")
 
-    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         env = dict(os.environ)
         env["SHELL"] = "/bin/sh"  # the nested ProxyCommands are POSIX sh (shlex.quote)
@@ -547,7 +548,7 @@ class Opener:
         finally:
             os.close(fd)
 
-    def _wait_local(self, proc: subprocess.Popen, local_port: Optional[int], log: Path) -> Optional[str]:
+    def _wait_local(self, proc: subprocess.Popen[bytes], local_port: Optional[int], log: Path) -> Optional[str]:
         """None once the forward listens (ssh binds it only after the whole chain authenticated)."""
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -625,7 +626,7 @@ class Opener:
             self.say(f"rmate: {self.host}:{rmate_port} -> 127.0.0.1:{self.req.editor_port} here; "
                      f"run `rmate FILE` on {self.host}")
 
-    def _hold(self, record: Record, *, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None,
+    def _hold(self, record: Record, *, proc: Optional[subprocess.Popen[bytes]] = None, log: Optional[Path] = None,
               close_fabric: bool = True) -> None:
         """Foreground: keep the forwards until Ctrl-C (or SIGTERM/SIGHUP), then close them cleanly."""
         write_record(record)

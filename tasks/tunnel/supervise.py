@@ -36,7 +36,7 @@ UP_WITHOUT_PORT = 3.0  # reverse forward only: alive this long counts as up
 
 def backoff(attempt: int) -> float:
     """Seconds to wait before reconnect ``attempt`` (1, 2, 3 ...)."""
-    return min(MAX_DELAY, BASE_DELAY * (2 ** max(0, attempt - 1)))
+    return min(MAX_DELAY, BASE_DELAY * 2.0 ** max(0, attempt - 1))
 
 
 def describe(state: Optional[dict[str, Any]], now: Optional[float] = None) -> str:
@@ -62,7 +62,8 @@ def _ago(now: float, then: Optional[float]) -> str:
 def read_state(path: str) -> Optional[dict[str, Any]]:
     try:
         with open(path) as f:
-            return json.load(f)
+            state = json.load(f)
+        return state if isinstance(state, dict) else None
     except (OSError, ValueError):
         return None
 
@@ -101,7 +102,7 @@ class _Supervisor:
         self.state_path: str = spec["state"]
         self.bind: str = spec.get("bind") or "127.0.0.1"
         self.port: Optional[int] = spec.get("port")
-        self.child: Optional[subprocess.Popen] = None
+        self.child: Optional[subprocess.Popen[bytes]] = None
         self.stopping = False
         self.reconnects = 0  # times ssh came up again after the first
         self.confirmed = False  # fab checked the first ssh's tunnel end to end (SIGUSR1)
@@ -113,6 +114,10 @@ class _Supervisor:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
+
+    def stop_requested(self) -> bool:
+        # A call, not the attribute: a signal handler sets it between any two lines.
+        return self.stopping
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -134,7 +139,7 @@ class _Supervisor:
                     _write_state(self.state_path, state="up", pid=self.child.pid, restarts=self.reconnects,
                                  since=time.time(), last_exit=None, attempt=0, next_attempt=None)
                 time.sleep(0.05 if not ever_up else 0.2)
-            if self.stopping:
+            if self.stop_requested():
                 break
             code = self.child.wait()
             if self.confirmed and not ever_up:  # fab saw it work, then it dropped before our next look

@@ -306,7 +306,7 @@ def _ensure_unreachable_route() -> None:
     # refuse to shadow a network that really exists on this machine (routes
     # inside the range that are not our own veths' connected routes)
     inside = _ip("-4", "route", "show", "root", str(TEST_SUPERNET), check=False).stdout
-    foreign = [l for l in inside.splitlines() if l.strip() and f"dev {VETH_PREFIX}" not in l]
+    foreign = [row for row in inside.splitlines() if row.strip() and f"dev {VETH_PREFIX}" not in row]
     if foreign:
         raise RuntimeError(f"{TEST_SUPERNET} is already in use on this machine:\n" + "\n".join(foreign))
     _ip("route", "add", "unreachable", str(TEST_SUPERNET))

@@ -298,7 +298,7 @@ def test_no_tmux_on_the_target_falls_back_to_nohup(lab: Lab) -> None:
         url = out.stdout.strip().splitlines()[-1].split("open: ", 1)[1]
         assert http_status(url.replace("/lab?", "/api/status?")) == 200
         status = lab.ws.fab("status", host="shared").ok().stdout
-        assert f"running: pid" in status and f"port {lab.port}" in status
+        assert "running: pid" in status and f"port {lab.port}" in status
         tmux = lab.on_target("tmux ls 2>&1; true").stdout
         assert "labhop-" not in tmux  # no tmux session was involved
     finally:

@@ -210,7 +210,7 @@ def test_two_runs_at_once_are_serialized_and_both_succeed(target: Target) -> Non
         waited = [name for name, out in results.items() if "waiting: `fab " in out]
         assert len(waited) == 1, results  # one of them found the other holding the lock, and said so
         other = {"serve": provision, "provision": serve}[waited[0]]
-        line = next(l for l in results[waited[0]].splitlines() if "waiting: `fab " in l)
+        line = next(x for x in results[waited[0]].splitlines() if "waiting: `fab " in x)
         assert f"(pid {other.pid} on " in line, line
         installs = [name for name, out in results.items() if "changed  install jupyterlab, bcrypt, rmate" in out]
         assert len(installs) == 1, results  # the second found it all in place
@@ -298,7 +298,7 @@ def test_a_background_tunnel_comes_back_after_the_jump_hosts_sshd_restarts(topol
         wait_for(lambda: _answers(api), 90, "the tunnel to answer again")
 
         status = ws.fab("status", host="target").ok().stdout
-        line = next(l for l in status.splitlines() if "tunnel open:" in l)
+        line = next(x for x in status.splitlines() if "tunnel open:" in x)
         assert f"pid {record['pid']}," in line  # the same supervisor, not a new tunnel
         assert re.search(r"reconnected \d+ times? by itself, last \d+s ago", line), line
         doc = json.loads(ws.fab("status", "--json", host="target").ok().stdout)["results"][0]

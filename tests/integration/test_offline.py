@@ -99,7 +99,8 @@ def test_cold_provision_installs_from_a_pushed_wheelhouse(offline: Offline) -> N
     keys = [p.name for p in (controller_cache() / "wheelhouse").iterdir() if not p.name.startswith(".")]
     assert any(k.startswith(f"cp{offline.version}-") for k in keys), keys
     venv = offline.home / ".labhop-offline" / "venv"
-    check = offline.on_target(f"{venv}/bin/python -c \"import sys, jupyterlab, bcrypt; print(*sys.version_info[:3], sep='.')\"")
+    code = "import sys, jupyterlab, bcrypt; print(*sys.version_info[:3], sep='.')"
+    check = offline.on_target(f"{venv}/bin/python -c \"{code}\"")
     assert check.returncode == 0 and check.stdout.strip() == offline.version, check.stderr
     print(f"cold offline provision: {seconds:.1f}s (controller {sys.version.split()[0]}, target {offline.version})")
 
@@ -114,7 +115,8 @@ def test_serve_answers_http_on_the_target_and_reruns_change_nothing(offline: Off
              "    try: return urllib.request.urlopen(u, timeout=10).status\n"
              "    except urllib.error.HTTPError as e: return e.code\n"
              "print(status(sys.argv[1]), status(sys.argv[2]))\n")
-    answer = offline.on_target(f"{TARGET_PYTHON} -c '{probe}' '{base}/api/contents?token={token}' '{base}/api/contents'")
+    answer = offline.on_target(
+        f"{TARGET_PYTHON} -c '{probe}' '{base}/api/contents?token={token}' '{base}/api/contents'")
     assert answer.stdout.split() == ["200", "403"], answer.stderr
 
     again = offline.fab("provision").ok().stdout

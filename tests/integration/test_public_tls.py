@@ -72,7 +72,8 @@ def test_public_serves_tls_with_a_certificate_for_this_host(public) -> None:
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
     modes = ssh(server.ssh_config, "target", f"stat -c '%a %n' {prefix}/tls {prefix}/tls/key.pem {prefix}/tls/cert.pem")
-    assert modes.stdout.split("\n")[:3] == [f"700 {prefix}/tls", f"600 {prefix}/tls/key.pem", f"644 {prefix}/tls/cert.pem"]
+    expected = [f"700 {prefix}/tls", f"600 {prefix}/tls/key.pem", f"644 {prefix}/tls/cert.pem"]
+    assert modes.stdout.split("\n")[:3] == expected
 
 
 def test_auth_through_tls(public) -> None:

@@ -14,12 +14,11 @@ import stat
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.support import FAB, FabResult, Workspace, free_port, login, ssh
+from tests.support import FAB, FabResult, Workspace, free_port, login
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +124,7 @@ def ssh_direct(scene: dict, command: str) -> subprocess.CompletedProcess:
 
 
 def test_every_task_runs_without_showing_a_secret(scene) -> None:
-    fab, port, sampler = scene["fab"], scene["port"], scene["sampler"]
+    fab, port = scene["fab"], scene["port"]
     fab("provision").ok()
     fab("serve", "--public", "--password-file", str(scene["password_file"])).ok()
     fab("serve", "--public", env={"LABHOP_PASSWORD": PASSWORD}).ok()  # same password: nothing changes

@@ -71,7 +71,8 @@ def after(c):
     return applied(c.host, "after", [], 1)
 
 
-def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys, *, parallel: str = "8") -> tuple[int, str, str]:
+def run(argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys, *,
+        parallel: str = "8") -> tuple[int, str, str]:
     monkeypatch.setenv("LABHOP_PARALLEL", parallel)
     (tmp_path / "inventory.toml").write_text('[groups]\nlab = ["h1", "h2", "h3"]\n')
     monkeypatch.setenv("LABHOP_INVENTORY", str(tmp_path / "inventory.toml"))

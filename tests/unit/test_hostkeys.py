@@ -1,8 +1,6 @@
 """known_hosts reading and the host key decisions, without a network (real paramiko keys)."""
 from __future__ import annotations
 
-import base64
-import os
 import stat
 import subprocess
 from pathlib import Path

@@ -24,7 +24,8 @@ def start_holder(prefix: Path, task: str = "serve", pid: int = 41) -> subprocess
 def next_event(proc: subprocess.Popen) -> LockEvent:
     line = proc.stdout.readline()
     event = parse_event(line)
-    assert event is not None, f"not an event: {line!r} (stderr: {proc.stderr.read() if proc.poll() is not None else ''})"
+    stderr = proc.stderr.read() if proc.poll() is not None else ""
+    assert event is not None, f"not an event: {line!r} (stderr: {stderr})"
     return event
 
 
