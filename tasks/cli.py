@@ -159,6 +159,3 @@ def flag(value: Optional[Any]) -> Optional[Any]:
     """invoke passes flags with a None default as strings; empty means not given."""
     return None if value in (None, "") else value
 
-
-def eprint(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

@@ -60,8 +60,7 @@ class ApplyResult:
 CONNECTION_LOST = -1
 
 
-def run(c: Any, command: str, *, stdin: Optional[str] = None, background: bool = False,
-        what: str = "command") -> Any:
+def run(c: Any, command: str, *, stdin: Optional[str] = None, what: str = "command") -> Any:
     """Run ``command`` under ``sh -c``; raise ``LabhopError`` with stderr's tail on failure."""
     wrapped = "sh -c " + shell.q(command)
     kwargs: dict[str, Any] = {"hide": True, "warn": True, "pty": False,
@@ -127,7 +126,7 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
                 run(c, shell.atomic_write(step.path, step.mode, len(step.content.encode())), stdin=step.content,
                     what=step.description)
             elif isinstance(step, Command):
-                run(c, step.command, stdin=step.stdin, background=step.background, what=step.description)
+                run(c, step.command, stdin=step.stdin, what=step.description)
             elif isinstance(step, Upload):
                 upload(c, step, on_progress)
             result = StepResult(step, changed=True, seconds=time.monotonic() - t0)

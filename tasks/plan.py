@@ -314,8 +314,7 @@ def start_step(facts: HostFacts, layout: Layout, server: ServerSettings) -> Comm
                    f"{shell.q(facts.tmux)} new-session -d -s {shell.q(name)} {shell.q(inner)}")
         return Command(f"start JupyterLab in tmux session {name} on {server.ip}:{server.port}", command)
     command = f"{rotate} && nohup {inner} > /dev/null 2>&1 < /dev/null &"
-    return Command(f"start JupyterLab with nohup on {server.ip}:{server.port} (tmux not found)", command,
-                   background=True)
+    return Command(f"start JupyterLab with nohup on {server.ip}:{server.port} (tmux not found)", command)
 
 
 WAIT_SOURCE = r'''

@@ -15,8 +15,6 @@ class Command:
     description: str
     command: str
     stdin: Optional[str] = None
-    # pty=False and no waiting on output: for commands that leave a process behind.
-    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,3 @@ class Upload:
 
 Step = Union[Command, WriteFile, Upload, Skip]
 
-
-def changes(steps: list[Step]) -> list[Step]:
-    """The steps that would change the target."""
-    return [s for s in steps if not isinstance(s, Skip)]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional
 
 SSH = "ssh"
 ALIVE_INTERVAL = 15  # seconds between keep-alives: a dead path is noticed within ~45 s
@@ -98,7 +98,6 @@ class RemoteForward:
 class Forwards:
     local: tuple[LocalForward, ...] = ()
     remote: tuple[RemoteForward, ...] = ()
-    extra_options: tuple[str, ...] = field(default=())
 
 
 def _bracket(host: str) -> str:
@@ -154,8 +153,7 @@ def tunnel_argv(chain: Chain, forwards: Forwards, *, ssh: str = SSH) -> list[str
             "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
             # Our own connection: a ControlMaster from the user's config would make this
             # process a mux client (wrong pid to close) or keep forwards in someone else's master.
-            "-o", "ControlMaster=no", "-o", "ControlPath=none",
-            *forwards.extra_options]
+            "-o", "ControlMaster=no", "-o", "ControlPath=none"]
     for fwd in forwards.local:
         argv += ["-L", fwd.spec()]
     for rfwd in forwards.remote:
@@ -259,7 +257,3 @@ def forward_failure(stderr: str) -> Optional[str]:
     matches = list(_OPEN_FAILED.finditer(stderr or ""))
     return (matches[-1].group(1) or "connect failed") if matches else None
 
-
-def render_argv(argv: Sequence[str]) -> str:
-    """The argv as a shell would show it (no secret is ever in it: keys are paths)."""
-    return " ".join(shlex.quote(a) for a in argv)
