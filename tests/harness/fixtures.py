@@ -7,6 +7,8 @@
   ``ssh -F server.ssh_config target`` or ``fab -S ... -H target``).
 * ``topology`` (session): a :class:`~tests.harness.topology.Topology`
   (laptop -> jump -> target, network namespaces when root).
+* ``slurm_cluster`` (session): a :class:`~tests.harness.slurm.SlurmCluster` on the topology:
+  slurmctld on the target (the login node), slurmd on ``node1`` behind it.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import Iterator
 import pytest
 
 from .sshd import SshServer, start_sshd, write_ssh_config
+from .slurm import SlurmCluster, slurm_available, start_slurm
 from .topology import Topology, build_topology
 
-__all__ = ["sshd_server", "topology"]
+__all__ = ["sshd_server", "topology", "slurm_cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,17 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         yield topo
     finally:
         topo.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    from tests.support import need
+
+    ok, why = slurm_available()
+    need(ok, why)
+    need(topology.isolated, f"the Slurm cluster needs the network-namespace topology: {topology.reason}")
+    cluster = start_slurm(topology, tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
