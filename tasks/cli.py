@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 from .ssh.connect import Target, open_chain, resolve_target
 from .errors import LabhopError
 from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
-from .inventory import inventory_path, load_inventory
+from .inventory import current_inventory
 from .target.layout import Layout
 from .target.lock import LOCK_WAIT, Owner, describe_holder, lock_command
 from .outcome import HostResult, applied, document, failed
@@ -87,7 +87,7 @@ def open_session(c: Any, *, json_out: bool = False, connect: bool = True, **flag
     ``json_out``: stdout is reserved for the ``--json`` document, so human text goes to stderr.
     ``connect``: open the SSH chain now, hop by hop, so a failure names its hop (jump host or target).
     """
-    inventory = load_inventory(inventory_path())
+    inventory = current_inventory()
     target = resolve_target(c, inventory)
     settings = resolve_settings(target.entry, **flags)  # bad flags are usage errors: before any connection
     if connect and not target.is_local:

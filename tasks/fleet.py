@@ -31,7 +31,7 @@ from invoke.exceptions import Exit, UnexpectedExit
 
 from . import cli
 from .errors import LabhopError, UsageError
-from .inventory import inventory_path, load_inventory
+from .inventory import current_inventory
 from .outcome import (EXIT_INTERRUPTED, HostResult, document, exit_code, failed, headline, skipped,
                       summary_table)
 
@@ -74,7 +74,7 @@ def parallel_limit(config: Any, environ: Optional[dict[str, str]] = None) -> int
 class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
         try:
-            names = expand_hosts(list(hosts or []), load_inventory(inventory_path()))
+            names = expand_hosts(list(hosts or []), current_inventory())
         except LabhopError as exc:
             raise Exit(f"labhop: {exc}", code=exc.exit_code) from None
         normalized: list[dict[str, Any]] = super().normalize_hosts(names)

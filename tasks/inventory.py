@@ -9,7 +9,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,11 +92,37 @@ class Inventory:
         return list(self.groups[group])
 
 
-def inventory_path(cwd: Optional[Path] = None, environ: Optional[dict[str, str]] = None) -> Path:
+def inventory_path(cwd: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None) -> Path:
+    """The inventory file labhop reads, first match wins (README "Inventory"):
+
+    1. ``$LABHOP_INVENTORY`` (it must exist: see ``current_inventory``);
+    2. ``./inventory.toml`` in the current directory;
+    3. ``$XDG_CONFIG_HOME/labhop/inventory.toml`` (default ``~/.config/labhop/inventory.toml``), so that
+       ``labhop`` finds the user's hosts and groups from any directory.
+
+    When none exists: ./inventory.toml, read as an empty inventory.
+    """
     env = os.environ if environ is None else environ
     if env.get(INVENTORY_ENV):
         return Path(env[INVENTORY_ENV]).expanduser()
-    return (cwd or Path.cwd()) / DEFAULT_INVENTORY
+    here = (cwd or Path.cwd()) / DEFAULT_INVENTORY
+    if here.is_file():
+        return here
+    user = user_inventory(env)
+    return user if user.is_file() else here
+
+
+def user_inventory(environ: Mapping[str, str]) -> Path:
+    """The inventory in the user's config directory (XDG base directory spec)."""
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    config = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
+    return config / "labhop" / DEFAULT_INVENTORY
+
+
+def current_inventory(cwd: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None) -> Inventory:
+    """The inventory of this run; a ``$LABHOP_INVENTORY`` naming a missing file is an error, not ignored."""
+    env = os.environ if environ is None else environ
+    return load_inventory(inventory_path(cwd, env), required=bool(env.get(INVENTORY_ENV)))
 
 
 def load_inventory(path: Path, *, required: bool = False) -> Inventory:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from . import jupyter_config
+from .errors import LabhopError
 from .passwords import hash_for
 from .target.probe import HostFacts
 
@@ -63,3 +64,23 @@ def status_of(host: str, facts: HostFacts, address: str) -> Status:
                   port=jupyter_config.stored_port(facts.config), variant=variant,
                   url=url_for(facts.config, address) if facts.server.alive else None, since=since,
                   stale_pid=facts.server.pid if not facts.server.alive else None)
+
+
+def status_lines(st: Status) -> list[str]:
+    """What `status` says about the server (tunnels are listed after it)."""
+    if st.running:
+        return [f"running: pid {st.pid}, port {st.port}, {st.variant}, since {st.since}", f"open: {st.url}"]
+    if st.stale_pid:
+        return [f"not running: JupyterLab (pid {st.stale_pid}) died unexpectedly, its pid file is stale; "
+                f"`fab serve` starts it again, `fab logs` shows its last lines"]
+    return ["not running"]
+
+
+def url_or_why(facts: HostFacts, address: str) -> str:
+    """The URL to open; a LabhopError (exit 1) when there is no server to open, naming the URL it had."""
+    found = url_for(facts.config, address)
+    if not found:
+        raise LabhopError("no server configured here yet: run `fab serve` first")
+    if not facts.server.alive:
+        raise LabhopError(f"JupyterLab is not running (it was at {found}): `fab serve` starts it again")
+    return found

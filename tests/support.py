@@ -78,7 +78,8 @@ class Workspace:
 
     def env(self, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABHOP_")}
-        env["LABHOP_INVENTORY"] = str(self.inventory)
+        if self.inventory.exists():  # a LABHOP_INVENTORY naming a missing file is an error
+            env["LABHOP_INVENTORY"] = str(self.inventory)
         # Wheelhouses for offline targets (and pip's downloads for them): once per session, not in ~/.cache.
         env["LABHOP_CACHE_DIR"] = str(controller_cache())
         env["PIP_CACHE_DIR"] = str(controller_cache() / "pip")

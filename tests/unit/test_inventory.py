@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from labhop.errors import UsageError
-from labhop.inventory import inventory_path, load_inventory, parse_inventory
+from labhop.inventory import current_inventory, inventory_path, load_inventory, parse_inventory
 
 GOOD = """
 [defaults]
@@ -71,7 +71,33 @@ def test_missing_file_is_empty_unless_required(tmp_path: Path) -> None:
 
 def test_env_overrides_path(tmp_path: Path) -> None:
     assert inventory_path(tmp_path, {"LABHOP_INVENTORY": "/x/inv.toml"}) == Path("/x/inv.toml")
-    assert inventory_path(tmp_path, {}) == tmp_path / "inventory.toml"
+    assert inventory_path(tmp_path, {"HOME": str(tmp_path / "home")}) == tmp_path / "inventory.toml"
+
+
+def test_lookup_order_env_then_current_directory_then_user_config_dir(tmp_path: Path) -> None:
+    home, here = tmp_path / "home", tmp_path / "work" / "sub"
+    here.mkdir(parents=True)
+    env = {"HOME": str(home)}
+    user = home / ".config" / "labhop" / "inventory.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[groups]\ngpu = ['gpu1']\n")
+    # From any directory (a sub-folder of a project, /tmp): the user's config dir.
+    assert inventory_path(here, env) == user
+    assert current_inventory(here, env).expand("@gpu") == ["gpu1"]
+    xdg = tmp_path / "xdg"
+    (xdg / "labhop").mkdir(parents=True)
+    (xdg / "labhop" / "inventory.toml").write_text("")
+    assert inventory_path(here, {**env, "XDG_CONFIG_HOME": str(xdg)}) == xdg / "labhop" / "inventory.toml"
+    # ./inventory.toml comes before it, $LABHOP_INVENTORY before both.
+    (here / "inventory.toml").write_text("")
+    assert inventory_path(here, env) == here / "inventory.toml"
+    assert inventory_path(here, {**env, "LABHOP_INVENTORY": str(user)}) == user
+
+
+def test_a_labhop_inventory_naming_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"nope\.toml: inventory file not found"):
+        current_inventory(tmp_path, {"LABHOP_INVENTORY": str(tmp_path / "nope.toml"), "HOME": str(tmp_path)})
+    assert current_inventory(tmp_path, {"HOME": str(tmp_path)}).hosts == {}  # no file at all: empty
 
 
 def test_shipped_example_inventory_is_valid() -> None:

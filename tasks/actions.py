@@ -1,0 +1,141 @@
+"""What each task does (tasks/commands.py declares them): open a session, plan, apply, report.
+
+Wording and decisions that need no connection live in pure modules (server.py for the status
+and URL lines, plan.py for steps), so that unit tests reach them with probe facts in.
+A task imports what only it uses (TLS, bcrypt, tunnels) itself: a no-op provision should not pay
+for the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .cli import open_session
+from .errors import UsageError
+from .executor import probe, read_file_tail
+from .offline.wheelcache import wheelhouse_for
+from .outcome import HostResult, observed
+from .plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
+
+DEFAULT_LOG_LINES = 50
+
+
+def provision(c: Any, *, dry_run: bool, json_out: bool, offline: bool) -> HostResult:
+    s = open_session(c, json_out=json_out, offline=offline or None)
+    facts = s.lock_and_probe("provision", dry_run=dry_run, install=True)
+    wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
+    return s.result(s.apply(plan_provision(facts, s.settings, wheels), "provision", dry_run=dry_run))
+
+
+@dataclass(frozen=True)
+class ServeFlags:
+    """What the user gave `serve` this time (``None``: not given)."""
+
+    public: bool = False
+    port: Optional[str] = None
+    ip: Optional[str] = None
+    root_dir: Optional[str] = None
+    password_file: Optional[str] = None
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    insecure_http: bool = False
+
+
+def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: bool) -> HostResult:
+    from .certs import plan_serve_tls, tls_request
+    from .jupyter_config import render
+    from .passwords import read_password
+    from .server import hashed_password_for, token_for, url_for
+
+    s = open_session(c, json_out=json_out, public=flags.public or None, port=flags.port, ip=flags.ip,
+                     root_dir=flags.root_dir, offline=offline or None)
+    tls = tls_request(public=s.settings.public, certfile=flags.certfile, keyfile=flags.keyfile,
+                      insecure_http=flags.insecure_http)
+    password = read_password(flags.password_file) if s.settings.public else None
+    facts = s.lock_and_probe("serve", dry_run=dry_run, port=s.settings.port, ip=s.settings.ip, install=True)
+    wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
+    credentials = {"token": token_for(facts),
+                   "hashed_password": hashed_password_for(facts, password) if password else None}
+    tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
+                                           s.target.entry.hostname, s.settings.ip])
+    server = server_settings(facts, s.settings, **credentials, certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)
+    plan = plan_serve(facts, s.settings, server, files=tls_plan.steps, wheelhouse=wheels)
+    plan.warnings.extend(tls_plan.warnings)
+    outcome = s.apply(plan, "serve", dry_run=dry_run)
+    for line in tls_plan.report_lines():
+        s.report.say(line)
+    link = None if dry_run else url_for(render(server), s.target.address)
+    if link:
+        s.report.say(f"open: {link}")
+    return s.result(outcome, url=link, tls_fingerprint=tls_plan.info.fingerprint if tls_plan.info else None)
+
+
+def status(c: Any, *, json_out: bool) -> HostResult:
+    from .server import status_lines, status_of
+    from .tunnel.forward import status_data
+    from .tunnel.forward import status_lines as tunnel_lines
+
+    s = open_session(c, json_out=json_out)
+    facts = probe(s.c, s.settings)
+    st = status_of(s.target.name, facts, s.target.address)
+    for line in status_lines(st) + tunnel_lines(s.target.name):
+        s.report.say(line)
+    return observed("status", {**st.as_dict(), "tunnels": status_data(s.target.name)})
+
+
+def stop(c: Any, *, json_out: bool) -> HostResult:
+    s = open_session(c, json_out=json_out)
+    facts = s.lock_and_probe("stop")
+    return s.result(s.apply(plan_stop(facts), "stop"))
+
+
+def log_lines(value: Optional[str]) -> int:
+    """``--lines``: a count of lines, 1 or more (a usage error otherwise, before any connection)."""
+    if value is None:
+        return DEFAULT_LOG_LINES
+    try:
+        lines = int(str(value))
+    except ValueError:
+        raise UsageError(f"--lines: {value!r} is not a number of lines") from None
+    if lines < 1:
+        raise UsageError(f"--lines: {lines} is not a number of lines (1 or more)")
+    return lines
+
+
+def logs(c: Any, lines: Optional[str]) -> None:
+    count = log_lines(lines)
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    print(read_file_tail(s.c, layout_for(facts).log_file, count), end="")
+
+
+def url(c: Any) -> None:
+    from .server import url_or_why
+
+    s = open_session(c)
+    facts = probe(s.c, s.settings)
+    print(url_or_why(facts, s.target.address))
+
+
+def tunnel(c: Any, *, local_port: Optional[str], bind: Optional[str], background: bool, close: bool, rmate: bool,
+           editor_port: Optional[str]) -> None:
+    from .tunnel.forward import TUNNEL, close_forwards, open_forwards, request_from_flags
+
+    request = request_from_flags(jupyter=True, rmate=rmate, local_port=local_port, bind=bind,
+                                 editor_port=editor_port, background=background, close=close)
+    s = open_session(c, connect=not close)
+    if close:
+        return close_forwards(s, TUNNEL)
+    open_forwards(s, request, probe(s.c, s.settings))
+
+
+def rmate(c: Any, *, editor_port: Optional[str], background: bool, close: bool) -> None:
+    from .tunnel.forward import RMATE, close_forwards, open_forwards, request_from_flags
+
+    request = request_from_flags(jupyter=False, rmate=True, editor_port=editor_port,
+                                 background=background, close=close)
+    s = open_session(c, connect=not close)
+    if close:
+        return close_forwards(s, RMATE)
+    open_forwards(s, request, None)
+
