@@ -19,7 +19,7 @@ from .cli import edge, flag
 SHORT_FLAGS = {"port": "p", "bind": "b", "background": "f", "lines": "n", "json": "j"}
 
 
-class LabhopTask(Task):
+class LabhopTask(Task):  # type: ignore[misc]  # Fabric ships no types
     """A Fabric task whose short flags come from SHORT_FLAGS only."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -31,7 +31,7 @@ class LabhopTask(Task):
         short = SHORT_FLAGS.get(opts["names"][0])
         if short and short not in taken_names:
             opts["names"].append(short)
-        return opts
+        return opts  # type: ignore[no-any-return]
 
 
 JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"

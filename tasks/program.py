@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from fabric import Config
 from fabric.main import Fab
-from invoke import Collection
+from invoke.collection import Collection
 from invoke.exceptions import Exit, ParseError
 
 from .errors import EXIT_USAGE
@@ -59,7 +59,7 @@ def usage_errors() -> Iterator[None]:
         raise Exit(f"labhop: bad flag value: {exc}", code=EXIT_USAGE) from None
 
 
-class LabhopConfig(Config):
+class LabhopConfig(Config):  # type: ignore[misc]  # Fabric ships no types
     """Fabric's config with labhop's defaults: what fabric.yaml gives ``fab`` in the clone."""
 
     prefix = "fabric"  # the same config files and FABRIC_* variables as fab
@@ -76,7 +76,7 @@ class LabhopConfig(Config):
         })
 
 
-class Labhop(Fab):
+class Labhop(Fab):  # type: ignore[misc]
     """``fab`` with labhop's tasks built in, usable from any directory."""
 
     def parse_core(self, *args: Any, **kwargs: Any) -> None:
