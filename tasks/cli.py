@@ -76,7 +76,7 @@ class Session:
 
     def result(self, outcome: ApplyResult, **data: Any) -> HostResult:
         """What the last ``apply`` did here, for the fleet summary and ``--json``."""
-        changed = [r.step.description for r in outcome.changed]
+        changed = [f"{r.step.description} {r.note}".strip() for r in outcome.changed]
         return applied(self.target.name, self.task, changed, len(outcome.results) - len(changed),
                        dry_run=self.report.dry_run, seconds=outcome.seconds, **data)
 

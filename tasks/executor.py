@@ -44,6 +44,7 @@ class StepResult:
     step: Step
     changed: bool
     seconds: float = 0.0
+    note: str = ""  # a Command's own last line (Command.note)
 
 
 @dataclass
@@ -119,6 +120,7 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
     started = time.monotonic()
     for step in steps:
         t0 = time.monotonic()
+        note = ""
         if isinstance(step, Skip) or dry_run:
             result = StepResult(step, changed=False if isinstance(step, Skip) else True)
         else:
@@ -126,10 +128,11 @@ def apply(c: Any, steps: list[Step], *, dry_run: bool = False,
                 run(c, shell.atomic_write(step.path, step.mode, len(step.content.encode())), stdin=step.content,
                     what=step.description)
             elif isinstance(step, Command):
-                run(c, step.command, stdin=step.stdin, what=step.description)
+                done = run(c, step.command, stdin=step.stdin, what=step.description)
+                note = _tail(done.stdout, 1) if step.note else ""
             elif isinstance(step, Upload):
                 upload(c, step, on_progress)
-            result = StepResult(step, changed=True, seconds=time.monotonic() - t0)
+            result = StepResult(step, changed=True, seconds=time.monotonic() - t0, note=note)
         outcome.results.append(result)
         if on_step:
             on_step(result)

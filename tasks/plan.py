@@ -17,6 +17,7 @@ from .jupyter_config import ServerSettings, render
 from .target.layout import Layout, expand_home
 from .offline.install import installer_uv, offline_reason, plan_push, require_manifest, venv_command
 from .offline.install import install_step as offline_install_step
+from .offline.online import online_install_command, online_venv_command, plan_uv
 from .target.probe import MIN_PYTHON, HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
@@ -133,7 +134,12 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
     manifest = require_manifest(wheelhouse, offline) if offline else None
     if manifest is not None:
         steps.extend(plan_push(facts, layout, manifest))
-    uv = installer_uv(facts, layout, manifest) if manifest is not None else facts.uv
+        uv, how = installer_uv(facts, layout, manifest), ""
+    elif missing:  # online: uv comes over SSH too (``wheelhouse`` then holds uv alone)
+        uv_steps, uv, how = plan_uv(facts, layout, wheelhouse)
+        steps.extend(uv_steps)
+    else:
+        uv, how = facts.uv, ""
 
     wanted_version = ".".join(map(str, facts.python_version))
     if venv_ok(facts):
@@ -142,11 +148,13 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
         why = ("create" if not facts.venv_exists else
                f"recreate (was Python {facts.venv_version})" if facts.venv_version != wanted_version else
                "recreate (its creation was interrupted)")
-        steps.append(completing(Command(
-            f"{why} virtual environment {layout.venv} with Python {wanted_version}" + (" (uv)" if uv else ""),
-            venv_command(uv, facts.python_executable, layout.venv) if uv else
-            shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv])),
-            facts, posixpath.join(layout.venv, VENV_MARK)))
+        description = f"{why} virtual environment {layout.venv} with Python {wanted_version}"
+        if manifest is not None:
+            venv = Command(description + (" (uv)" if uv else ""), venv_command(uv, facts.python_executable, layout.venv)
+                           if uv else shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv]))
+        else:  # uv if it runs here, which the command finds out (and says)
+            venv = Command(description, online_venv_command(uv, facts.python_executable, layout.venv), note=bool(uv))
+        steps.append(completing(venv, facts, posixpath.join(layout.venv, VENV_MARK)))
 
     install_mark = posixpath.join(layout.venv, INSTALL_MARK)
     unfinished = venv_ok(facts) and not install_complete(facts)
@@ -154,7 +162,7 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
         step = offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing)
         steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
     elif missing:
-        step = install_step(facts, layout, missing)
+        step = install_step(facts, layout, missing, uv, how)
         if unfinished:
             step = replace(step, description=f"{step.description} (the last install did not finish)")
         steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
@@ -167,25 +175,14 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
     return plan
 
 
-def install_step(facts: HostFacts, layout: Layout, missing: list[str]) -> Command:
-    """Install the missing packages from the index, with uv when it can be had.
-
-    uv installs JupyterLab several times faster than pip; it comes from the
-    target's PATH or as a wheel into the venv, and pip is the fallback.
-    """
-    requirements = [PACKAGES[name] for name in missing]
-    uv_in_venv = layout.venv_bin("uv")
-    pip = [layout.venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
-    if facts.uv:
-        install = shell.join([facts.uv, "pip", "install", "--quiet", "--python", layout.venv_python, *requirements])
-    else:
-        install = (
-            f"{{ {shell.join([*pip, 'uv'])} >/dev/null 2>&1 && "
-            f"{shell.join([uv_in_venv, 'pip', 'install', '--quiet', '--python', layout.venv_python, *requirements])}"
-            "; } || "
-            f"{shell.join([*pip, *requirements])}"
-        )
-    return Command(f"install {', '.join(missing)} into {layout.venv}", install)
+def install_step(facts: HostFacts, layout: Layout, missing: list[str], uv: Optional[str] = None,
+                 how: str = "") -> Command:
+    """Install the missing packages from the target's index: with ``uv`` (tasks/offline/online.py:
+    the target's pip settings, the system trust store) when it runs there, else with pip."""
+    index = f" from {facts.index.url}" if facts.index is not None else ""
+    return Command(f"install {', '.join(missing)} into {layout.venv}{index}",
+                   online_install_command(facts.python_executable, uv, how, layout.venv_python,
+                                          [PACKAGES[name] for name in missing]), note=True)
 
 
 def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:

@@ -32,7 +32,8 @@ class Reporter:
         elif self.dry_run:
             self.say(f"  would    {step.description}")
         else:
-            self.say(f"  changed  {step.description} ({result.seconds:.1f}s)")
+            note = f" {result.note}" if result.note else ""
+            self.say(f"  changed  {step.description}{note} ({result.seconds:.1f}s)")
 
     def summary(self, task: str, outcome: ApplyResult) -> None:
         changed = len(outcome.changed)

@@ -15,6 +15,9 @@ class Command:
     description: str
     command: str
     stdin: Optional[str] = None
+    # The last line the command prints completes its line in the report (what it found it had to
+    # do on the target, e.g. which installer ran).
+    note: bool = False
 
 
 @dataclass(frozen=True)

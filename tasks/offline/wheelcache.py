@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import LabhopError
-from .install import mb, offline_reason
+from .install import mb, offline_reason, own_uv
+from ..target.layout import Layout
 from ..plan import PACKAGES, missing_packages
 from ..target.probe import HostFacts
 from ..settings import HostSettings
@@ -46,15 +47,32 @@ def cache_root() -> Path:
 
 
 def wheelhouse_for(facts: HostFacts, settings: HostSettings, say: Say, *, dry_run: bool = False) -> Optional[Manifest]:
-    """The wheelhouse this provision needs: None when the target installs from its index
-    (or has nothing to install); built now if not cached (a dry run only says it would)."""
-    reason = offline_reason(facts, settings) if missing_packages(facts) else None
-    if reason is None:
+    """The wheels this provision pushes: none when there is nothing to install; every wheel when the
+    target cannot reach its index; uv's alone when it can (tasks/offline/online.py). Built now if not
+    cached (a dry run only says it would)."""
+    if not missing_packages(facts):
         return None
+    reason = offline_reason(facts, settings)
+    if reason is None:
+        return uv_wheel_for(facts, say, dry_run=dry_run)
     if facts.signature is None:
         raise LabhopError("the host probe reported no interpreter signature; cannot choose wheels for it")
     say(f"installing without a package index: {reason}")
     return ensure_wheelhouse(facts.signature, list(PACKAGES.values()), say, build=not dry_run)
+
+
+def uv_wheel_for(facts: HostFacts, say: Say, *, dry_run: bool = False) -> Optional[Manifest]:
+    """uv's wheel for the target, cached like a wheelhouse; None (and a line saying so) when this
+    machine cannot get one for it: the target then installs with its own uv or with pip."""
+    if facts.uv == own_uv(Layout(facts.prefix)):
+        return None  # an earlier run unpacked it there
+    if facts.signature is None:
+        return None
+    try:
+        return ensure_wheelhouse(facts.signature, [UV_REQUIREMENT], say, build=not dry_run)
+    except LabhopError as exc:
+        say(f"no uv to bring to this target ({exc}): it installs with {facts.uv or 'pip'}")
+        return None
 
 
 def ensure_wheelhouse(sig: TargetSignature, requirements: list[str], say: Say, *, build: bool = True,
@@ -63,11 +81,15 @@ def ensure_wheelhouse(sig: TargetSignature, requirements: list[str], say: Say, *
     key = sig.key(requirements)
     directory = root / key
     cached = _load(directory, requirements)
+    uv_only = list(requirements) == [UV_REQUIREMENT]
     if cached is not None:
-        say(f"wheelhouse for {sig.describe()}: {len(cached.wheels)} wheels, {mb(cached.size)}, cached in {directory}")
+        if not uv_only:
+            say(f"wheelhouse for {sig.describe()}: {len(cached.wheels)} wheels, {mb(cached.size)}, "
+                f"cached in {directory}")
         return cached
     if not build:
-        say(f"wheelhouse for {sig.describe()}: not cached yet; a real run builds it in {directory}")
+        say(f"{'uv' if uv_only else 'wheelhouse'} for {sig.describe()}: not cached yet; "
+            f"a real run {'downloads' if uv_only else 'builds'} it in {directory}")
         return Manifest(key=key, directory=str(directory), requirements=tuple(requirements), pending=True)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(root / f".{key}.lock"):
@@ -113,11 +135,13 @@ def _build(sig: TargetSignature, requirements: list[str], directory: Path, say: 
     tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
-    say(f"building a wheelhouse for {sig.describe()} in {directory}")
-    runs = [_Pip(pip_download_args(sig, binary_requirements(requirements), str(tmp)),
-                 f"downloading wheels for {sig.describe()}")]
+    uv_only = list(requirements) == [UV_REQUIREMENT]  # what an online target needs (tasks/offline/online.py)
+    say(f"{'downloading uv' if uv_only else 'building a wheelhouse'} for {sig.describe()} in {directory}")
+    runs = [_Pip(pip_download_args(sig, binary_requirements(requirements), str(tmp), no_deps=uv_only),
+                 f"downloading {'uv' if uv_only else 'wheels'} for {sig.describe()}")]
     runs += [_Pip(pip_wheel_args(r, str(tmp)), f"building a wheel of {r}") for r in source_requirements(requirements)]
-    uv = _Pip(pip_download_args(sig, [UV_REQUIREMENT], str(tmp), no_deps=True), "downloading uv")
+    uv = runs[0] if uv_only else _Pip(pip_download_args(sig, [UV_REQUIREMENT], str(tmp), no_deps=True),
+                                      "downloading uv")
     try:
         last = time.monotonic()
         while any(run.poll() is None for run in [*runs, uv]):
@@ -141,7 +165,8 @@ def _build(sig: TargetSignature, requirements: list[str], directory: Path, say: 
         for run in [*runs, uv]:
             run.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    say(f"  built: {len(wheels)} wheels, {mb(manifest.size)} in {time.monotonic() - started:.1f}s")
+    what = manifest.uv_wheel if uv_only else f"{len(wheels)} wheels"
+    say(f"  {'downloaded' if uv_only else 'built'}: {what}, {mb(manifest.size)} in {time.monotonic() - started:.1f}s")
     return manifest
 
 
