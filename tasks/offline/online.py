@@ -123,7 +123,7 @@ def plan_uv(facts: HostFacts, layout: Layout, manifest: Optional[Manifest]) -> t
         steps = [tolerant_unpack(step, own) for step in plan_push(replace(facts, uv=None), layout, manifest)]
         return steps, own, "brought over SSH"
     if facts.uv:
-        return [], facts.uv, f"the target's {facts.uv}"
+        return [], facts.uv, f"{facts.uv}, found on the target"
     return [], None, ""
 
 
