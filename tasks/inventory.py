@@ -40,6 +40,8 @@ class HostEntry:
     python: Optional[str] = None
     public: Optional[bool] = None
     offline: Optional[bool] = None
+    # [hosts.NAME.slurm]: what `serve --slurm` asks the scheduler for (labhop.slurm.options.SCHEMA), sorted pairs
+    slurm: Optional[tuple[tuple[str, Any], ...]] = None
 
 
 # key -> expected TOML type: the single source of truth for validation.
@@ -57,6 +59,7 @@ _SCHEMA: dict[str, type] = {
     "python": str,
     "public": bool,
     "offline": bool,
+    "slurm": dict,
 }
 assert set(_SCHEMA) == {f.name for f in fields(HostEntry)} - {"name"}
 
@@ -167,8 +170,7 @@ def parse_inventory(text: str, path: Path) -> Inventory:
             raise fail(f"host {name!r} must be a table [hosts.{name}]", "hosts", name)
         _validate_settings(settings, table, fail)
         merged = {**defaults, **settings}
-        if "jump" in merged:
-            merged["jump"] = tuple(merged["jump"])
+        _freeze(merged)
         hosts[name] = HostEntry(name=name, **merged)
 
     groups: dict[str, tuple[str, ...]] = {}
@@ -180,8 +182,7 @@ def parse_inventory(text: str, path: Path) -> Inventory:
             raise fail(f"group {gname!r} must be a list of host names", "groups", gname)
         groups[gname] = tuple(members)
     base = dict(defaults)
-    if "jump" in base:
-        base["jump"] = tuple(base["jump"])
+    _freeze(base)
     return Inventory(path=path, hosts=hosts, groups=groups, defaults=HostEntry(name="", **base))
 
 
@@ -198,10 +199,35 @@ def _validate_settings(settings: dict[str, Any], table: str, fail: Callable[...,
             raise fail(f"{key!r} in [{table}] must be a port number 1-65535, got {value}", table, key)
         if key == "jump" and not all(isinstance(j, str) and j for j in value):
             raise fail(f"'jump' in [{table}] must be a list of host names, outermost first", table, key)
+        if key == "slurm":
+            _validate_slurm(value, f"{table}.slurm", fail)
+
+
+def _validate_slurm(settings: dict[str, Any], table: str, fail: Any) -> None:
+    from .slurm.options import SCHEMA
+
+    for key, value in settings.items():
+        if key not in SCHEMA:
+            raise fail(f"unknown key {key!r} in [{table}] (known: {', '.join(sorted(SCHEMA))})", table, key)
+        expected = SCHEMA[key]
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if key == "sbatch_args":
+            ok = ok and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise fail(f"{key!r} in [{table}] must be {_type_name(expected)}, got {value!r}", table, key)
+
+
+def _freeze(settings: dict[str, Any]) -> None:
+    """Lists and tables as tuples: a HostEntry is frozen."""
+    if "jump" in settings:
+        settings["jump"] = tuple(settings["jump"])
+    if "slurm" in settings:
+        settings["slurm"] = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                         for k, v in settings["slurm"].items()))
 
 
 def _type_name(t: type) -> str:
-    return {str: "a string", int: "an integer", bool: "true or false", list: "a list"}[t]
+    return {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}[t]
 
 
 def _toml_error_line(exc: Exception) -> int:

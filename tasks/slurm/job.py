@@ -1,0 +1,260 @@
+"""The job labhop submits: its files below the prefix, its script, its server config, sbatch's argv and answer.
+
+Pure. No secret is in the script or an argv: the token (or password hash) stays in the 0600 config,
+which the job's JupyterLab reads from the shared home.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .. import shell
+from ..errors import LabhopError
+from ..jupyter_config import ServerSettings, render
+from ..target.layout import Layout
+from .options import SlurmRequest
+
+JOB_NAME = "labhop-jupyter"
+# The job's JupyterLab takes its address and port from these (the launcher sets them on the node).
+IP_ENV, PORT_ENV = "LABHOP_SLURM_IP", "LABHOP_SLURM_PORT"
+# Exit status of a job whose venv cannot run on the node (no shared home, another CPU architecture).
+NO_VENV_EXIT = 3
+
+
+@dataclass(frozen=True)
+class SlurmLayout:
+    """Paths on the login node (and, through the shared home, on the compute nodes)."""
+
+    prefix: str
+
+    @property
+    def dir(self) -> str:
+        return posixpath.join(self.prefix, "slurm")
+
+    @property
+    def config_dir(self) -> str:
+        return posixpath.join(self.dir, "jupyter")
+
+    @property
+    def config_file(self) -> str:
+        return posixpath.join(self.config_dir, "jupyter_server_config.py")
+
+    @property
+    def record(self) -> str:
+        """What labhop submitted: job id, cluster, the request's fingerprint (JSON, written by labhop)."""
+        return posixpath.join(self.dir, "job.json")
+
+    @property
+    def endpoint(self) -> str:
+        """Where the server answers: node, address, port (JSON, written by the job once it answers)."""
+        return posixpath.join(self.dir, "endpoint.json")
+
+    @property
+    def log_pattern(self) -> str:
+        return posixpath.join(self.dir, "job-%j.log")
+
+    def log(self, job_id: str) -> str:
+        return posixpath.join(self.dir, f"job-{job_id}.log")
+
+
+def render_config(server: ServerSettings) -> str:
+    """labhop's server config, with address and port taken from the job's environment at start."""
+    return render(server) + (
+        "\n# Slurm: the launcher sets the node's address and the port it found free there.\n"
+        "import os  # noqa: E402\n"
+        f"c.ServerApp.ip = os.environ[{IP_ENV!r}]\n"
+        f"c.NotebookApp.ip = os.environ[{IP_ENV!r}]\n"
+        f"c.ServerApp.port = int(os.environ[{PORT_ENV!r}])\n"
+        f"c.NotebookApp.port = int(os.environ[{PORT_ENV!r}])\n"
+    )
+
+
+# Runs on the compute node with the venv's python, as the job's only process besides JupyterLab.
+LAUNCH_SOURCE = r'''
+import json, os, signal, socket, ssl, subprocess, sys, time, urllib.error, urllib.request
+endpoint, config_dir, root_dir, want, jupyter, scheme, lab_dir = sys.argv[1:8]
+want = int(want)
+job = os.environ.get("SLURM_JOB_ID", "")
+node = socket.gethostname()
+def say(text):
+    print("labhop: " + text, flush=True)
+def address():
+    # the address the login node reaches this node at: the node name's own, else the interface
+    # that routes to the submit host (a UDP connect sends nothing)
+    try:
+        found = socket.gethostbyname(node)
+        if not found.startswith("127."):
+            return found
+    except OSError:
+        pass
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect((os.environ.get("SLURM_SUBMIT_HOST", ""), 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return "0.0.0.0"
+def free(addr, port):
+    s = socket.socket()
+    try:
+        s.bind((addr, port)); return port
+    except OSError:
+        return None
+    finally:
+        s.close()
+def any_port(addr):
+    s = socket.socket(); s.bind((addr, 0)); port = s.getsockname()[1]; s.close(); return port
+addr = address()
+env = dict(os.environ)
+env.pop("JUPYTER_CONFIG_PATH", None)
+env.update(JUPYTER_CONFIG_DIR=config_dir, JUPYTER_PREFER_ENV_PATH="0", LABHOP_SLURM_IP=addr,
+           JUPYTERLAB_SETTINGS_DIR=os.path.join(lab_dir, "user-settings"),
+           JUPYTERLAB_WORKSPACES_DIR=os.path.join(lab_dir, "workspaces"))
+context = ssl._create_unverified_context()
+proc = None
+stopping = []
+def stop(signum, frame):
+    stopping.append(signum)
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    say("stopping JupyterLab (signal %d)" % signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+def answers(url):
+    try:
+        urllib.request.urlopen(url, timeout=2, context=context); return True
+    except urllib.error.HTTPError:
+        return True
+    except Exception:
+        return False
+up = False
+for attempt in range(3):
+    if stopping:
+        sys.exit(1)
+    port = free(addr, want) if attempt == 0 else None
+    if port is None:
+        port = any_port(addr)
+        say("port %d is taken on %s: using %d" % (want, node, port) if attempt == 0 else "trying port %d" % port)
+    env["LABHOP_SLURM_PORT"] = str(port)
+    say("starting JupyterLab on %s (%s:%d), job %s" % (node, addr, port, job))
+    proc = subprocess.Popen([jupyter, "lab"], cwd=root_dir, env=env, stdin=subprocess.DEVNULL)
+    url = "%s://%s:%d/api" % (scheme, "127.0.0.1" if addr == "0.0.0.0" else addr, port)
+    while proc.poll() is None:
+        if answers(url):
+            up = True
+            break
+        time.sleep(0.2)
+    if up:
+        break
+    if stopping:
+        sys.exit(1)  # cancelled or out of time while starting
+    say("JupyterLab exited (status %s) before it answered" % proc.returncode)
+if not up:
+    sys.exit(1)
+record = {"job": job, "node": node, "host": addr, "port": port, "scheme": scheme, "pid": proc.pid,
+          "since": int(time.time())}
+old = os.umask(0o077)
+tmp = "%s.%s.tmp" % (endpoint, job)
+with open(tmp, "w") as f:
+    json.dump(record, f)
+os.chmod(tmp, 0o600)
+os.rename(tmp, endpoint)
+os.umask(old)
+say("JupyterLab answers on %s:%d" % (addr, port))
+status = proc.wait()
+try:
+    with open(endpoint) as f:
+        if json.load(f).get("job") == job:
+            os.unlink(endpoint)
+except (OSError, ValueError):
+    pass
+sys.exit(status if status >= 0 else 0)
+'''
+
+
+def job_script(layout: Layout, request: SlurmRequest, *, home: str, root_dir: str, port: int, scheme: str) -> str:
+    """The batch script (sbatch reads it on stdin): labhop's #SBATCH lines, the request's, the launcher."""
+    slurm = SlurmLayout(layout.prefix)
+    py = layout.venv_python
+    argv = [py, "-c", LAUNCH_SOURCE, slurm.endpoint, slurm.config_dir, root_dir, str(port),
+            layout.venv_bin("jupyter"), scheme, posixpath.join(home, ".jupyter", "lab")]
+    directives = [f"--job-name={JOB_NAME}", f"--output={slurm.log_pattern}", "--nodes=1", "--ntasks=1",
+                  *request.directives()]
+    lines = [
+        "#!/bin/sh",
+        "# Written by labhop (`fab serve --slurm`): JupyterLab on a compute node; `fab stop` cancels it.",
+        *(f"#SBATCH {d}" for d in directives),
+        "umask 077",
+        f"if ! {shell.q(py)} -c 'import jupyterlab' >/dev/null 2>&1; then",
+        f"    echo \"labhop: {py} cannot run JupyterLab on $(hostname): the compute nodes need the login "
+        f"node's home directory (shared) and its CPU architecture\" >&2",
+        f"    exit {NO_VENV_EXIT}",
+        "fi",
+        f"exec {shell.join(argv)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sbatch_argv(request: SlurmRequest, *, test_only: bool = False) -> list[str]:
+    return ["sbatch", "--parsable", *(["--test-only"] if test_only else []), *request.sbatch_args]
+
+
+_JOB_ID = re.compile(r"^(?P<id>[0-9]+)(?:;(?P<cluster>[A-Za-z0-9_.-]+))?$")
+
+
+def parse_sbatch(stdout: str) -> tuple[str, Optional[str]]:
+    """``sbatch --parsable``: the last non-empty line is ``ID`` or ``ID;CLUSTER`` (site plugins may print before)."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    match = _JOB_ID.match(lines[-1]) if lines else None
+    if not match:
+        raise LabhopError(f"sbatch printed no job id: {lines[-1] if lines else 'nothing'}")
+    return match.group("id"), match.group("cluster")
+
+
+def fingerprint(script: str, argv: list[str], config: str) -> str:
+    """What makes a job the same one: the script, sbatch's argv and the server config it reads."""
+    digest = hashlib.sha256()
+    for part in (script, "\0".join(argv), config):
+        digest.update(part.encode())
+        digest.update(b"\0\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    cluster: Optional[str]
+    fingerprint: str
+    submitted: float
+    log: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_data(cls, data: Any) -> Optional["JobRecord"]:
+        if not isinstance(data, dict) or not str(data.get("id", "")).isdigit():
+            return None
+        return cls(id=str(data["id"]), cluster=data.get("cluster") or None,
+                   fingerprint=str(data.get("fingerprint", "")), submitted=float(data.get("submitted") or 0), log=str(data.get("log", "")))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    job: str
+    node: str
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @classmethod
+    def from_data(cls, data: Any) -> Optional["Endpoint"]:
+        try:
+            return cls(job=str(data["job"]), node=str(data["node"]), host=str(data["host"]), port=int(data["port"]),
+                       scheme=str(data.get("scheme") or "http"))
+        except (TypeError, KeyError, ValueError):
+            return None

@@ -1,0 +1,364 @@
+"""The thin execution part of ``--slurm``: ask the login node, submit, wait, cancel, report.
+
+Everything it decides comes from the pure modules (options, job, queue); this module only runs
+commands on the login node over the session's connection and prints what happened.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .. import shell
+from ..errors import LabhopError
+from ..executor import ApplyResult, apply, read_file_tail, run
+from ..outcome import HostResult, applied
+from ..steps import Command, Skip, WriteFile
+from .job import Endpoint, JobRecord, SlurmLayout, fingerprint, job_script, parse_sbatch, render_config, sbatch_argv
+from .options import SlurmRequest
+from .queue import FORMAT, GONE, UNKNOWN, JobState, describe, parse_squeue
+
+# Runs on the login node (the target's python3, source on stdin): labhop's job record, the job's
+# endpoint file, the server config (for its token), and squeue's answer about that one job, in one
+# round trip. squeue gets no SQUEUE_* variable of the user's and a fixed time format.
+QUERY_SOURCE = r'''
+import json, os, shutil, subprocess, sys, time
+d = os.path.join(os.path.expanduser(sys.argv[1]), "slurm")
+fmt = sys.argv[2]
+out = {"now": time.strftime("%Y-%m-%dT%H:%M:%S"), "sbatch": shutil.which("sbatch"), "dir": os.path.isdir(d)}
+def read(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+    except OSError:
+        return None
+for key, name in (("job", "job.json"), ("endpoint", "endpoint.json")):
+    try:
+        out[key] = json.loads(read(name) or "null")
+    except ValueError:
+        out[key] = None
+out["config"] = read("jupyter/jupyter_server_config.py")
+job = out["job"] if isinstance(out["job"], dict) else None
+if job and shutil.which("squeue"):
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("SQUEUE_") and k != "SLURM_CLUSTERS")
+    env["SLURM_TIME_FORMAT"] = "standard"
+    argv = ["squeue", "--noheader", "--states=all", "--jobs", str(job.get("id")), "--format", fmt]
+    if job.get("cluster"):
+        argv += ["--clusters", str(job["cluster"])]
+    try:
+        p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=60)
+        out["squeue"] = [p.returncode, p.stdout, p.stderr]
+    except subprocess.TimeoutExpired:
+        out["squeue"] = [124, "", "squeue: Socket timed out (no answer within 60s)"]
+print(json.dumps(out))
+'''
+
+
+@dataclass(frozen=True)
+class Query:
+    now: str
+    sbatch: Optional[str]
+    dir_exists: bool
+    record: Optional[JobRecord]
+    endpoint: Optional[Endpoint]
+    config: Optional[str]
+    state: Optional[JobState]  # None: no job recorded
+
+    @property
+    def serving(self) -> Optional[Endpoint]:
+        """The endpoint, when it is the recorded job's and that job runs."""
+        if self.record and self.state and self.state.running and self.endpoint and self.endpoint.job == self.record.id:
+            return self.endpoint
+        return None
+
+
+def query(c: Any, python: str, prefix: str) -> Query:
+    command = f"{shell.q(python)} - {shell.q(prefix)} {shell.q(FORMAT)}"
+    result = run(c, command, stdin=QUERY_SOURCE, what="asking the login node about the Slurm job")
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise LabhopError(f"asking the login node about the Slurm job: unreadable answer "
+                          f"{result.stdout[-200:]!r}") from None
+    record = JobRecord.from_data(data.get("job"))
+    state = None
+    if record is not None:
+        sq = data.get("squeue")
+        if sq is None:
+            state = JobState(UNKNOWN, detail="no squeue on the login node")
+        else:
+            state = parse_squeue(record.id, int(sq[0]), sq[1], sq[2])
+    return Query(now=str(data.get("now", "")), sbatch=data.get("sbatch"), dir_exists=bool(data.get("dir")),
+                 record=record, endpoint=Endpoint.from_data(data.get("endpoint")), config=data.get("config"),
+                 state=state)
+
+
+def cluster_args(record: JobRecord) -> list[str]:
+    return ["--clusters", record.cluster] if record.cluster else []
+
+
+def cancel(c: Any, record: JobRecord) -> None:
+    run(c, shell.join(["scancel", *cluster_args(record), record.id]), what=f"scancel {record.id}")
+
+
+def log_tail(c: Any, record: JobRecord, lines: int = 5) -> str:
+    text = read_file_tail(c, record.log, lines) if record.log else ""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or "(empty log)"
+
+
+def submit(c: Any, layout: SlurmLayout, argv: list[str], script: str, fingerprint: str) -> JobRecord:
+    """sbatch with the script on stdin, from the prefix's slurm dir; then labhop's record of the job."""
+    command = f"cd {shell.q(layout.dir)} && {shell.join(argv)}"
+    try:
+        result = run(c, command, stdin=script, what="sbatch")
+    except LabhopError as exc:
+        raise LabhopError(str(exc).replace("sbatch failed", "sbatch refused the job", 1)) from None
+    job_id, cluster = parse_sbatch(result.stdout)
+    record = JobRecord(id=job_id, cluster=cluster, fingerprint=fingerprint, submitted=time.time(),
+                       log=layout.log(job_id))
+    body = record.to_json()
+    run(c, shell.atomic_write(layout.record, 0o600, len(body.encode())), stdin=body,
+        what=f"write {layout.record}")
+    return record
+
+
+class Waiter:
+    """Poll until the job's server answers; on Ctrl-C or time-out while it is not up, cancel the job."""
+
+    def __init__(self, c: Any, python: str, prefix: str, say: Callable[[str], None], warn: Callable[[str], None],
+                 *, wait: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.c, self.python, self.prefix, self.say, self.warn = c, python, prefix, say, warn
+        self.wait, self.clock, self.sleep = wait, clock, sleep
+
+    def until_up(self, record: JobRecord) -> Query:
+        started = self.clock()
+        deadline = started + self.wait
+        last_line, last_said, delay = "", 0.0, 0.5
+        try:
+            while True:
+                q = query(self.c, self.python, self.prefix)
+                state = q.state or JobState(GONE)
+                if q.serving:
+                    return q
+                if state.ended:
+                    raise LabhopError(f"job {record.id} ended before JupyterLab answered "
+                                      f"({describe(state, now=q.now)}); log: {log_tail(self.c, record)}")
+                line = ("starting JupyterLab on " + state.node) if state.running else describe(state, now=q.now)
+                now = self.clock()
+                if line.split(" (waited")[0] != last_line.split(" (waited")[0] or now - last_said >= 30:
+                    (self.warn if state.state == UNKNOWN else self.say)(f"job {record.id}: {line}")
+                    last_line, last_said = line, now
+                if now >= deadline:
+                    cancel(self.c, record)
+                    raise LabhopError(f"job {record.id} did not serve within {self.wait}s ({line}): cancelled it; "
+                                      f"--wait SECONDS waits longer")
+                # a controller that does not answer gets more room each time; a pending job is asked every 2 s
+                delay = min(delay * 2, 10.0) if state.state == UNKNOWN else (0.5 if state.running else 2.0)
+                self.sleep(max(0.1, min(delay, deadline - now)))
+        except KeyboardInterrupt:
+            try:
+                cancel(self.c, record)
+                self.warn(f"interrupted: cancelled job {record.id}, nothing is left queued")
+            except LabhopError as exc:
+                self.warn(f"interrupted, and cancelling job {record.id} failed: {exc}; `fab stop` cancels it")
+            raise
+
+
+def apply_files(s: Any, layout: SlurmLayout, q: Query, config: str, *, dry_run: bool) -> ApplyResult:
+    steps: list[Any] = []
+    if q.dir_exists:
+        steps.append(Skip(f"directory {layout.dir}", "exists"))
+    else:
+        steps.append(Command(f"create {layout.dir} (0700)", shell.mkdir_private(layout.dir)))
+    if q.config == config:
+        steps.append(Skip(f"write {layout.config_file}", "unchanged"))
+    else:
+        steps.append(WriteFile(f"write {layout.config_file}", layout.config_file, config, 0o600))
+    return apply(s.c, steps, dry_run=dry_run, on_step=s.report.step, on_progress=s.report.say)
+
+
+def job_data(record: Optional[JobRecord], state: Optional[JobState], endpoint: Optional[Endpoint],
+             url: Optional[str], now: str = "") -> dict[str, Any]:
+    """The keys ``--json`` carries for a Slurm job (docs/ci.md)."""
+    return {
+        "slurm_job": record.id if record else None,
+        "slurm_cluster": record.cluster if record else None,
+        "slurm_state": state.state if state else None,
+        "slurm_reason": state.reason if state and state.pending else None,
+        "node": (endpoint.node if endpoint else None) or (state.node if state and state.node not in ("", "(null)")
+                                                          else None),
+        "node_address": f"{endpoint.host}:{endpoint.port}" if endpoint else None,
+        "time_left": state.time_left if state and state.running else None,
+        "url": url,
+    }
+
+
+def _url(config: str, endpoint: Endpoint, local_port: Optional[int] = None) -> str:
+    """The URL to open here once `fab tunnel` forwards to the job (the token in it, like `serve`)."""
+    from ..jupyter_config import stored_secrets
+
+    token = stored_secrets(config).token
+    base = f"{endpoint.scheme}://127.0.0.1:{local_port or endpoint.port}/lab"
+    return f"{base}?token={token}" if token else base
+
+
+def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, password: Optional[str],
+          dry_run: bool) -> HostResult:
+    """``fab serve --slurm``: provision on the login node, then the job: reuse, wait for, or submit it."""
+    from ..passwords import hash_for
+    from ..plan import layout_for, server_settings
+    from ..jupyter_config import stored_secrets
+    from ..target.layout import expand_home
+    import secrets as secrets_mod
+
+    started = time.monotonic()
+    layout = layout_for(facts)
+    slurm = SlurmLayout(layout.prefix)
+    outcome = s.apply(provision_plan, "serve", dry_run=dry_run)
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if not q.sbatch:
+        raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
+                          "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
+    stored = stored_secrets(q.config)
+    token = stored.token or secrets_mod.token_hex(24)
+    hashed = hash_for(password, stored.hashed_password) if password else None
+    server = server_settings(facts, s.settings, token=token, hashed_password=hashed)
+    config = render_config(server)
+    script = job_script(layout, request, home=facts.home, root_dir=expand_home(s.settings.root_dir, facts.home),
+                        port=s.settings.port, scheme="http")
+    argv = sbatch_argv(request)
+    print_ = fingerprint(script, argv, config)
+    changed = [r.step.description for r in outcome.changed]
+    files = apply_files(s, slurm, q, config, dry_run=dry_run)
+    changed += [r.step.description for r in files.changed]
+    unchanged = len(outcome.results) + len(files.results) - len(changed)
+
+    record, state = q.record, q.state
+    alive = record is not None and state is not None and not state.ended
+    why = None
+    if alive and record is not None and record.fingerprint != print_:
+        why = f"settings changed: cancel job {record.id} and submit a new one"
+    elif alive:
+        pass  # pending or starting with these settings: wait for it below
+    elif record is not None and state is not None:
+        why = f"job {record.id} {describe(state, now=q.now)}: submit a new one"
+    else:
+        why = "no job yet: submit one"
+
+    if dry_run:
+        s.report.say("job script (sbatch --parsable reads it on stdin):")
+        for line in script.splitlines():
+            s.report.say(f"  | {line}")
+        check = run(s.c, f"{shell.join(sbatch_argv(request, test_only=True))} 2>&1 || true", stdin=script,
+                    what="sbatch --test-only")
+        for line in check.stdout.strip().splitlines():
+            s.report.say(f"  sbatch --test-only: {line}")
+        if why:
+            s.report.say(f"  would    {why}")
+            changed.append(why)
+        return applied(s.target.name, "serve", changed, unchanged, dry_run=True,
+                       seconds=time.monotonic() - started, **job_data(record, state, q.serving, None))
+
+    if why is not None:
+        if alive and record is not None:
+            stop_job(s, record)
+        s.report.say(f"  changed  {why}")
+        record = submit(s.c, slurm, argv, script, print_)
+        on = f" on cluster {record.cluster}" if record.cluster else ""
+        s.report.say(f"  changed  submitted job {record.id}{on}; log {record.log}")
+        changed.append(f"submit job {record.id}")
+    else:
+        s.report.say(f"  ok       job {record.id if record else '?'}: already "
+                     f"{'serving' if q.serving else 'submitted'} with these settings")
+        unchanged += 1
+    assert record is not None
+    if q.serving is None or why is not None:
+        q = Waiter(s.c, s.settings.python, s.settings.prefix, s.report.say, s.report.warn,
+                   wait=request.wait).until_up(record)
+    endpoint = q.serving
+    assert endpoint is not None and q.state is not None
+    url = _url(config, endpoint)
+    s.report.say(f"job {record.id}: {describe(q.state, now=q.now)}; JupyterLab at {endpoint.host}:{endpoint.port} "
+                 f"(reached through the login node)")
+    if q.state.low_walltime():
+        s.report.warn(f"job {record.id} has only {q.state.time_left} of walltime left")
+    s.report.say(f"open: {url}  (after `fab -H {s.target.name} tunnel`)")
+    if not changed:
+        s.report.say(f"serve: nothing to do, job {record.id} serves with these settings")
+    return applied(s.target.name, "serve", changed, unchanged, seconds=time.monotonic() - started,
+                   **job_data(record, q.state, endpoint, url, q.now))
+
+
+def stop_job(s: Any, record: JobRecord, *, timeout: float = 60) -> None:
+    """scancel, then wait until squeue no longer shows it alive (it may take KillWait seconds)."""
+    cancel(s.c, record)
+    deadline = time.monotonic() + timeout
+    while True:
+        q = query(s.c, s.settings.python, s.settings.prefix)
+        if q.state is None or q.state.ended or (q.record is not None and q.record.id != record.id):
+            s.report.say(f"  changed  cancelled job {record.id} ({q.state.state if q.state else 'gone'})")
+            return
+        if time.monotonic() > deadline:
+            raise LabhopError(f"job {record.id} is still {q.state.state} {int(timeout)}s after scancel")
+        time.sleep(0.5)
+
+
+def status(s: Any) -> Optional[dict[str, Any]]:
+    """The job's lines for `fab status`, and its keys for --json; None when labhop never submitted one here."""
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if q.record is None or q.state is None:
+        return None
+    record, state = q.record, q.state
+    endpoint = q.serving
+    url = _url(q.config or "", endpoint) if endpoint else None
+    s.report.say(f"slurm: job {record.id} {describe(state, now=q.now)}")
+    if endpoint:
+        s.report.say(f"slurm: JupyterLab on {endpoint.node} at {endpoint.host}:{endpoint.port}")
+        s.report.say(f"open: {url}  (after `fab -H {s.target.name} tunnel`)")
+    elif state.running:
+        s.report.say("slurm: JupyterLab is starting (it has not answered yet)")
+    if state.low_walltime():
+        s.report.warn(f"job {record.id} has only {state.time_left} of walltime left")
+    if state.ended:
+        s.report.say(f"slurm: last lines of {record.log}: {log_tail(s.c, record)}")
+        s.report.say(f"`fab -H {s.target.name} serve --slurm` submits a new job")
+    return {**job_data(record, state, endpoint, url, q.now), "running": bool(endpoint)}
+
+
+def stop(s: Any) -> Optional[HostResult]:
+    """`fab stop` for a Slurm job: scancel and wait until it is gone; None when there is no job record."""
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if q.record is None:
+        return None
+    if q.state is not None and q.state.ended:
+        s.report.say(f"  ok       job {q.record.id}: {describe(q.state, now=q.now)}")
+        return applied(s.target.name, "stop", [], 1, **job_data(q.record, q.state, None, None))
+    stop_job(s, q.record)
+    return applied(s.target.name, "stop", [f"cancel job {q.record.id}"], 0,
+                   **job_data(q.record, JobState("CANCELLED"), None, None))
+
+
+def logs(s: Any, lines: int) -> Optional[str]:
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if q.record is None:
+        return None
+    return read_file_tail(s.c, q.record.log, lines)
+
+
+def tunnel_end(s: Any) -> Any:
+    """What `fab tunnel` forwards to for a Slurm job: the node's address as the login node reaches it."""
+    from ..jupyter_config import stored_secrets
+    from ..tunnel.forward import JupyterEnd
+
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if q.record is None:
+        return None
+    endpoint = q.serving
+    if endpoint is None:
+        raise LabhopError(f"job {q.record.id} is not serving ({describe(q.state or JobState(GONE), now=q.now)}): "
+                          f"`fab -H {s.target.name} serve --slurm` starts one")
+    return JupyterEnd(host=endpoint.host, port=endpoint.port, scheme=endpoint.scheme,
+                      token=stored_secrets(q.config).token, public=not stored_secrets(q.config).token)
