@@ -39,6 +39,25 @@ class ServeFlags:
     certfile: Optional[str] = None
     keyfile: Optional[str] = None
     insecure_http: bool = False
+    slurm: bool = False
+    slurm_flags: tuple[tuple[str, Any], ...] = ()  # labhop.slurm.options.SCHEMA keys -> value or None
+
+
+def slurm_request(s: Any, flags: ServeFlags) -> Any:
+    """``--slurm``'s request (flags over [hosts.NAME.slurm]), validated before any connection; None without it."""
+    from .slurm.options import resolve_request, split_args
+
+    given = {k: v for k, v in flags.slurm_flags if v not in (None, "", ())}
+    if not flags.slurm:
+        if given:
+            raise UsageError(f"--{next(iter(given)).replace('_', '-')} needs --slurm")
+        return None
+    if flags.public or flags.certfile or flags.insecure_http:
+        raise UsageError("--slurm serves with a token (reached through `tunnel`); --public is not supported with it")
+    if "sbatch_args" in given:
+        given["sbatch_args"] = split_args(given["sbatch_args"])
+    return resolve_request(dict(s.target.entry.slurm or ()), given,
+                           table=f"[hosts.{s.target.name}.slurm] in the inventory")
 
 
 def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: bool) -> HostResult:
@@ -48,7 +67,16 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
     from .server import hashed_password_for, token_for, url_for
 
     s = open_session(c, json_out=json_out, public=flags.public or None, port=flags.port, ip=flags.ip,
-                     root_dir=flags.root_dir, offline=offline or None)
+                     root_dir=flags.root_dir, offline=offline or None, connect=False)
+    request = slurm_request(s, flags)
+    s.connect()
+    if request is not None:
+        from .slurm import run as slurm_run
+
+        facts = s.lock_and_probe("serve", dry_run=dry_run, install=True)
+        wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
+        return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), password=None,
+                               dry_run=dry_run)
     tls = tls_request(public=s.settings.public, certfile=flags.certfile, keyfile=flags.keyfile,
                       insecure_http=flags.insecure_http)
     password = read_password(flags.password_file) if s.settings.public else None
@@ -75,17 +103,29 @@ def status(c: Any, *, json_out: bool) -> HostResult:
     from .tunnel.forward import status_data
     from .tunnel.forward import status_lines as tunnel_lines
 
+    from .slurm import run as slurm_run
+
     s = open_session(c, json_out=json_out)
     facts = probe(s.c, s.settings)
     st = status_of(s.target.name, facts, s.target.address)
-    for line in status_lines(st) + tunnel_lines(s.target.name):
+    job = slurm_run.status(s) if facts.slurm_job else None
+    lines = status_lines(st) if job is None or st.running or st.stale_pid else []
+    for line in lines + tunnel_lines(s.target.name):
         s.report.say(line)
-    return observed("status", {**st.as_dict(), "tunnels": status_data(s.target.name)})
+    data = {**st.as_dict(), "tunnels": status_data(s.target.name)}
+    if job is not None:  # a job's url/running stand for the host unless a server also runs on the login node
+        data.update({k: v for k, v in job.items() if k not in ("url", "running") or not st.running})
+    return observed("status", data)
 
 
 def stop(c: Any, *, json_out: bool) -> HostResult:
+    from .slurm import run as slurm_run
+
     s = open_session(c, json_out=json_out)
     facts = s.lock_and_probe("stop")
+    job = slurm_run.stop(s) if facts.slurm_job else None
+    if job is not None and not facts.server.alive and facts.server.pid is None:
+        return job
     return s.result(s.apply(plan_stop(facts), "stop"))
 
 
@@ -103,9 +143,15 @@ def log_lines(value: Optional[str]) -> int:
 
 
 def logs(c: Any, lines: Optional[str]) -> None:
+    from .slurm import run as slurm_run
+
     count = log_lines(lines)
     s = open_session(c)
     facts = probe(s.c, s.settings)
+    job_log = slurm_run.logs(s, count) if facts.slurm_job and not facts.server.alive else None
+    if job_log is not None:
+        print(job_log, end="")
+        return
     print(read_file_tail(s.c, layout_for(facts).log_file, count), end="")
 
 
@@ -123,10 +169,14 @@ def tunnel(c: Any, *, local_port: Optional[str], bind: Optional[str], background
 
     request = request_from_flags(jupyter=True, rmate=rmate, local_port=local_port, bind=bind,
                                  editor_port=editor_port, background=background, close=close)
+    from .slurm import run as slurm_run
+
     s = open_session(c, connect=not close)
     if close:
         return close_forwards(s, TUNNEL)
-    open_forwards(s, request, probe(s.c, s.settings))
+    facts = probe(s.c, s.settings)
+    end = slurm_run.tunnel_end(s) if not facts.server.alive and facts.slurm_job else None
+    open_forwards(s, request, facts, end=end)
 
 
 def rmate(c: Any, *, editor_port: Optional[str], background: bool, close: bool) -> None:

@@ -42,6 +42,11 @@ class Session:
     def c(self) -> Any:
         return self.target.c
 
+    def connect(self) -> None:
+        """Open the SSH chain (for a session opened with ``connect=False``, once its flags are checked)."""
+        if not self.target.is_local:
+            open_chain(self.target)
+
     def lock_and_probe(self, task: str, *, dry_run: bool = False, port: Optional[int] = None,
                        ip: Optional[str] = None, install: bool = False) -> HostFacts:
         """Take the target's lock (tasks/target/lock.py) until the task ends, and probe the host, in one

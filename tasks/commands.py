@@ -55,18 +55,30 @@ def provision(c, dry_run=False, json_=False, offline=False):
     "certfile": "with --public: your TLS certificate (PEM, on this machine) instead of a self-signed one",
     "keyfile": "with --certfile: its private key (PEM, no passphrase)",
     "insecure-http": "with --public: serve plain HTTP, no TLS (the password crosses the network readable)",
-    "dry-run": DRY_RUN_HELP,
+    "dry-run": DRY_RUN_HELP + " (with --slurm: print the job script, check it with sbatch --test-only)",
     "json": JSON_HELP,
     "offline": OFFLINE_HELP,
-})
+    "slurm": "run JupyterLab as a Slurm job on a compute node (the host is the login node); see README",
+    "partition": "with --slurm: sbatch --partition", "time": "with --slurm: walltime (MINUTES, H:MM:SS, D-HH:MM:SS)",
+    "account": "with --slurm: sbatch --account", "qos": "with --slurm: sbatch --qos",
+    "gpus": "with --slurm: GPUs, N or TYPE:N (sbatch --gres=gpu:...)", "cpus": "with --slurm: --cpus-per-task",
+    "mem": "with --slurm: sbatch --mem (e.g. 16G)", "constraint": "with --slurm: sbatch --constraint",
+    "sbatch-arg": "with --slurm: more sbatch options, e.g. --sbatch-arg=--nodelist=node3 (repeatable)",
+    "wait": "with --slurm: seconds a pending job may wait before labhop cancels it (default 600)",
+}, iterable=["sbatch_arg"])
 @edge
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
-          insecure_http=False, dry_run=False, json_=False, offline=False):
+          insecure_http=False, dry_run=False, json_=False, offline=False, slurm=False, partition=None, time=None,
+          account=None, qos=None, gpus=None, cpus=None, mem=None, constraint=None, sbatch_arg=None, wait=None):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL.
     """
+    slurm_flags = {"partition": flag(partition), "time": flag(time), "account": flag(account), "qos": flag(qos),
+                   "gpus": flag(gpus), "cpus": flag(cpus), "mem": flag(mem), "constraint": flag(constraint),
+                   "sbatch_args": tuple(sbatch_arg or ()), "wait": flag(wait)}
     return actions.serve(c, actions.ServeFlags(
         public=public, port=flag(port), ip=flag(ip), root_dir=flag(root_dir), password_file=flag(password_file),
-        certfile=flag(certfile), keyfile=flag(keyfile), insecure_http=insecure_http),
+        certfile=flag(certfile), keyfile=flag(keyfile), insecure_http=insecure_http, slurm=slurm,
+        slurm_flags=tuple(slurm_flags.items())),
         dry_run=dry_run, json_out=json_, offline=offline)
 
 

@@ -240,7 +240,8 @@ class JobRecord:
         if not isinstance(data, dict) or not str(data.get("id", "")).isdigit():
             return None
         return cls(id=str(data["id"]), cluster=data.get("cluster") or None,
-                   fingerprint=str(data.get("fingerprint", "")), submitted=float(data.get("submitted") or 0), log=str(data.get("log", "")))
+                   fingerprint=str(data.get("fingerprint", "")),
+                   submitted=float(data.get("submitted") or 0), log=str(data.get("log", "")))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ pw = pwd.getpwuid(os.getuid())
 out.update({"user": pw.pw_name, "uid": os.getuid(), "home": home,
             "shell": os.environ.get("SHELL") or pw.pw_shell, "hostname": socket.gethostname(),
             "prefix": prefix, "prefix_exists": os.path.isdir(prefix), "bin_dir": bin_dir,
-            "tmux": shutil.which("tmux")})
+            "tmux": shutil.which("tmux"),
+            "slurm_job": os.path.isfile(os.path.join(prefix, "slurm", "job.json"))})
 # uv: labhop's own copy (unpacked from a wheelhouse) first, then the one on PATH.
 own_uv = os.path.join(prefix, "bin", "uv")
 out["uv"] = own_uv if os.access(own_uv, os.X_OK) else shutil.which("uv")
@@ -282,6 +283,8 @@ class HostFacts:
     hostname: str = ""
     prefix: str = ""
     prefix_exists: bool = False
+    # labhop submitted a Slurm job from here once (serve --slurm): status/stop/logs/tunnel ask squeue
+    slurm_job: bool = False
     bin_dir: str = ""
     tmux: Optional[str] = None
     uv: Optional[str] = None
@@ -339,7 +342,7 @@ def facts_from(raw: dict[str, Any]) -> HostFacts:
     server = raw.get("server", {})
     known = {"python", "venv", "server", "user", "uid", "home", "shell", "hostname", "prefix",
              "prefix_exists", "bin_dir", "tmux", "uv", "rmate_link", "rmate_link_labhop", "login_path", "profiles",
-             "config", "port_free", "signature", "index", "wheelhouse", "room"}
+             "config", "port_free", "slurm_job", "signature", "index", "wheelhouse", "room"}
     index = raw.get("index")
     return HostFacts(
         python_executable=py["executable"],
@@ -352,6 +355,7 @@ def facts_from(raw: dict[str, Any]) -> HostFacts:
         hostname=raw.get("hostname", ""),
         prefix=raw.get("prefix", ""),
         prefix_exists=raw.get("prefix_exists", False),
+        slurm_job=bool(raw.get("slurm_job", False)),
         bin_dir=raw.get("bin_dir", ""),
         tmux=raw.get("tmux"),
         uv=raw.get("uv"),

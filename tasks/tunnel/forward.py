@@ -706,15 +706,18 @@ def _require_remote(session: Any, what: str) -> None:
         raise UsageError(f"{what} reaches a remote host: use `fab -H NAME {what}`")
 
 
-def open_forwards(session: Any, request: Request, facts: Optional[HostFacts]) -> None:
-    """``fab tunnel`` / ``fab rmate``: open (or find open), verify, report; hold in the foreground."""
+def open_forwards(session: Any, request: Request, facts: Optional[HostFacts],
+                  end: Optional[JupyterEnd] = None) -> None:
+    """``fab tunnel`` / ``fab rmate``: open (or find open), verify, report; hold in the foreground.
+    ``end``: forward there instead of to the target's own server (a Slurm job's node, as the target reaches it)."""
     kind = TUNNEL if request.jupyter else RMATE
     _require_remote(session, kind)
     if not request.background and threading.current_thread() is not threading.main_thread():
         # Several hosts at once (tasks.fleet runs them in threads): only detached tunnels make sense.
         raise UsageError(f"a foreground {kind} holds the terminal for one host: with several hosts, "
                          f"add --background (and `{kind} --close` later)")
-    end = jupyter_end(facts, session.target.name) if request.jupyter and facts is not None else None
+    if end is None:
+        end = jupyter_end(facts, session.target.name) if request.jupyter and facts is not None else None
     Opener(session, ssh_chain(session.target), request, end).open()
 
 
