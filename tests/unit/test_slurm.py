@@ -1,0 +1,202 @@
+"""The pure part of --slurm: the request, the job script, sbatch's and squeue's answers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from labhop.errors import UsageError
+from labhop.inventory import parse_inventory
+from labhop.jupyter_config import ServerSettings, stored_secrets
+from labhop.slurm.job import (JOB_NAME, Endpoint, JobRecord, SlurmLayout, fingerprint, job_script, parse_sbatch,
+                              render_config, sbatch_argv)
+from labhop.slurm.options import DEFAULT_WAIT, SlurmRequest, resolve_request, split_args, time_seconds
+from labhop.slurm.queue import FORMAT, GONE, UNKNOWN, describe, elapsed, parse_squeue, parse_time_left
+from labhop.errors import LabhopError
+from labhop.target.layout import Layout
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("30", 1800), ("30:15", 1815), ("4:00:00", 14400), ("1-0", 86400), ("1-2:30", 95400),
+    ("2-00:00:01", 172801), ("UNLIMITED", None), ("infinite", None),
+])
+def test_time_limits_slurm_accepts(value: str, seconds: int) -> None:
+    assert time_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"time": "4h"}, "--time: '4h' is not a Slurm time limit"),
+    ({"time": "0"}, "--time: a time limit of 0"),
+    ({"time": "1:2:3:4"}, "is not a Slurm time limit"),
+    ({"cpus": "two"}, "--cpus: 'two' is not a whole number"),
+    ({"cpus": "0"}, "--cpus: 0 must be at least 1"),
+    ({"wait": "-5"}, "--wait: -5 must be at least 1"),
+    ({"mem": "16 GB"}, "--mem: '16 GB' is not a memory size"),
+    ({"gpus": "a100:0"}, "--gpus: 'a100:0' is not a GPU count"),
+    ({"gpus": "many"}, "is not a GPU count"),
+    ({"partition": "gpu; rm -rf ~"}, "--partition: 'gpu; rm -rf ~' is not a valid partition name"),
+    ({"account": "a b"}, "is not a valid account name"),
+    ({"constraint": "a\nb"}, "is not a Slurm constraint expression"),
+    ({"sbatch_args": ("nodelist=x",)}, "--sbatch-args: 'nodelist=x' is not an sbatch option"),
+    ({"sbatch_args": ("--output=/tmp/x",)}, "labhop sets --output itself"),
+    ({"sbatch_args": ("-J", "x")}, "labhop sets --job-name itself"),
+])
+def test_bad_requests_are_one_usage_line(flags: dict, message: str) -> None:
+    with pytest.raises(UsageError) as err:
+        resolve_request(None, flags)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_flags_win_over_the_inventory_table_and_name_where_a_bad_value_came_from() -> None:
+    inv = {"partition": "cpu", "time": "1:00:00", "gpus": "1", "sbatch_args": ["--exclusive"]}
+    req = resolve_request(inv, {"partition": "gpu", "time": None, "cpus": "4", "sbatch_args": ()},
+                          table="[hosts.login.slurm]")
+    assert req == SlurmRequest(partition="gpu", time="1:00:00", gpus="1", cpus=4, sbatch_args=("--exclusive",),
+                               wait=DEFAULT_WAIT)
+    assert req.directives() == ["--partition=gpu", "--time=1:00:00", "--cpus-per-task=4", "--gres=gpu:1"]
+    with pytest.raises(UsageError, match=r"^\[hosts.login.slurm\] time: '1h'"):
+        resolve_request({"time": "1h"}, {}, table="[hosts.login.slurm]")
+    with pytest.raises(UsageError, match="unknown key 'partitio'"):
+        resolve_request({"partitio": "x"}, {}, table="[hosts.login.slurm]")
+
+
+def test_sbatch_args_split_like_a_shell() -> None:
+    assert split_args(["--nodelist=node3 --exclusive", "--comment='a b'"]) == [
+        "--nodelist=node3", "--exclusive", "--comment=a b"]
+
+
+def test_inventory_slurm_table_is_validated_with_its_line(tmp_path: Path) -> None:
+    text = '[hosts.login]\nhostname = "x"\n\n[hosts.login.slurm]\npartition = "gpu"\ncpus = "4"\n'
+    with pytest.raises(UsageError, match=r"inv.toml:6: 'cpus' in \[hosts.login.slurm\] must be an integer"):
+        parse_inventory(text, Path("inv.toml"))
+    ok = parse_inventory(text.replace('"4"', "4"), Path("inv.toml"))
+    assert dict(ok.hosts["login"].slurm or ()) == {"partition": "gpu", "cpus": 4}
+
+
+# -- the job ----------------------------------------------------------------------------------------
+
+SERVER = ServerSettings(ip="127.0.0.1", port=8888, root_dir="/home/u", public=False, token="s3cret-token")
+
+
+def _script(request: Optional[SlurmRequest] = None) -> str:
+    request = request or SlurmRequest(time="30")
+    return job_script(Layout("/home/u/.labhop"), request, home="/home/u", root_dir="/home/u", port=8888,
+                      scheme="http")
+
+
+def test_the_job_script_has_labhops_directives_the_requests_and_no_secret() -> None:
+    script = _script(SlurmRequest(partition="gpu", time="4:00:00", gpus="a100:1"))
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert f"#SBATCH --job-name={JOB_NAME}" in lines
+    assert "#SBATCH --output=/home/u/.labhop/slurm/job-%j.log" in lines
+    assert {"#SBATCH --partition=gpu", "#SBATCH --time=4:00:00", "#SBATCH --gres=gpu:a100:1"} <= set(lines)
+    # the venv is checked on the node before anything else: one clear line, exit 3
+    assert "cannot run JupyterLab on $(hostname)" in script and "exit 3" in script
+    assert "s3cret" not in script
+
+
+def test_sbatch_argv_carries_only_the_extra_args() -> None:
+    req = SlurmRequest(sbatch_args=("--exclusive",))
+    assert sbatch_argv(req) == ["sbatch", "--parsable", "--exclusive"]
+    assert sbatch_argv(req, test_only=True) == ["sbatch", "--parsable", "--test-only", "--exclusive"]
+
+
+def test_the_config_takes_address_and_port_from_the_job_and_keeps_the_token() -> None:
+    config = render_config(SERVER)
+    assert stored_secrets(config).token == "s3cret-token"
+    tail = config.split("# Slurm:")[1]
+    assert "c.ServerApp.ip = os.environ['LABHOP_SLURM_IP']" in tail
+    assert "c.NotebookApp.port = int(os.environ['LABHOP_SLURM_PORT'])" in tail
+    compile(config, "jupyter_server_config.py", "exec")
+
+
+def test_fingerprint_changes_with_script_argv_or_config() -> None:
+    base = fingerprint(_script(), ["sbatch"], "c")
+    assert base == fingerprint(_script(), ["sbatch"], "c")
+    assert base != fingerprint(_script(SlurmRequest(time="31")), ["sbatch"], "c")
+    assert base != fingerprint(_script(), ["sbatch", "-x"], "c")
+    assert base != fingerprint(_script(), ["sbatch"], "d")
+
+
+@pytest.mark.parametrize("stdout, expected", [
+    ("4711\n", ("4711", None)),
+    ("4711;cluster2\n", ("4711", "cluster2")),
+    ("site banner: be nice\n\n4711\n\n", ("4711", None)),
+])
+def test_parse_sbatch(stdout: str, expected: tuple) -> None:
+    assert parse_sbatch(stdout) == expected
+
+
+@pytest.mark.parametrize("stdout", ["", "Submitted batch job 4711\n", "sbatch: error\n"])
+def test_parse_sbatch_refuses_what_is_no_job_id(stdout: str) -> None:
+    with pytest.raises(LabhopError, match="sbatch printed no job id"):
+        parse_sbatch(stdout)
+
+
+def test_records_from_json_refuse_garbage() -> None:
+    assert JobRecord.from_data({"id": "12", "fingerprint": "f", "submitted": 1, "log": "/l"}).id == "12"
+    assert JobRecord.from_data({"id": "x"}) is None and JobRecord.from_data(None) is None
+    assert Endpoint.from_data({"job": "12", "node": "n", "host": "10.0.0.2", "port": "8888"}).port == 8888
+    assert Endpoint.from_data({"job": "12"}) is None
+    assert SlurmLayout("/p").log("12") == "/p/slurm/job-12.log"
+
+
+# -- squeue --------------------------------------------------------------------------------------------
+
+ROW = "12|{state}|{reason}|{node}|{left}|2026-12-01T10:00:00|2026-12-01T10:00:05|{ends}|1:00:00"
+
+
+def _row(state: str = "RUNNING", reason: str = "None", node: str = "node17", left: str = "3:12:40",
+         ends: str = "2026-12-01T11:00:05") -> str:
+    return ROW.format(state=state, reason=reason, node=node, left=left, ends=ends)
+
+
+@pytest.mark.parametrize("rc, stdout, stderr, state, line", [
+    (0, _row() + "\n", "", "RUNNING", "RUNNING on node17, 3:12:40 left"),
+    (0, _row(left="UNLIMITED") + "\n", "", "RUNNING", "RUNNING on node17, no time limit"),
+    (0, _row("PENDING", "Resources", "", "1:00:00") + "\n", "", "PENDING", "pending: Resources (waited 1m05s)"),
+    (0, _row("PENDING", "Priority", "", "1:00:00") + "\n", "", "PENDING", "pending: Priority (waited 1m05s)"),
+    (0, "CLUSTER: c2\n" + _row("TIMEOUT") + "\n", "", "TIMEOUT", "ended: TIMEOUT at 2026-12-01T11:00:05"),
+    (0, _row("CANCELLED") + "\n", "", "CANCELLED", "ended: CANCELLED at 2026-12-01T11:00:05"),
+    (1, "", "slurm_load_jobs error: Invalid job id specified\n", GONE, "ended (Slurm no longer lists it)"),
+    (0, "", "", GONE, "ended (Slurm no longer lists it)"),
+    (1, "", "slurm_load_jobs error: Socket timed out on send/recv operation\n", UNKNOWN,
+     "state unknown: the Slurm controller did not answer (slurm_load_jobs error: Socket timed out"),
+    (1, "", "squeue: error: Unable to contact slurm controller (connect failure)\n", UNKNOWN, "state unknown"),
+    (124, "", "squeue: Socket timed out (no answer within 60s)", UNKNOWN, "state unknown"),
+])
+def test_squeue_answers(rc: int, stdout: str, stderr: str, state: str, line: str) -> None:
+    job = parse_squeue("12", rc, stdout, stderr)
+    assert job.state == state
+    assert describe(job, now="2026-12-01T10:01:05").startswith(line)
+    assert job.known == (state != UNKNOWN)
+    assert job.ended == (state in ("TIMEOUT", "CANCELLED", GONE))
+
+
+def test_squeue_lines_of_other_jobs_are_not_this_one() -> None:
+    assert parse_squeue("12", 0, _row().replace("12|", "123|", 1), "").state == GONE
+
+
+def test_the_format_asks_every_field_the_parser_reads() -> None:
+    assert FORMAT.count("|") == ROW.count("|")
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("3:12:40", 11560), ("1-02:00:00", 93600), ("12:05", 725), ("0:30", 30), ("UNLIMITED", None),
+    ("NOT_SET", None), ("INVALID", None), ("", None),
+])
+def test_time_left(value: str, seconds: int) -> None:
+    assert parse_time_left(value) == seconds
+
+
+def test_low_walltime_warns_under_15_minutes() -> None:
+    assert parse_squeue("12", 0, _row(left="14:59"), "").low_walltime()
+    assert not parse_squeue("12", 0, _row(left="15:00"), "").low_walltime()
+    assert not parse_squeue("12", 0, _row(left="UNLIMITED"), "").low_walltime()
+
+
+def test_elapsed_is_none_without_a_time() -> None:
+    assert elapsed("N/A", "2026-12-01T10:00:00") is None
+    assert elapsed("2026-12-01T10:00:00", "2026-12-01T12:00:01") == 7201
