@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from fabric import Connection
+from paramiko import ChannelException
 
 from ..errors import LabhopError, UsageError
 from ..executor import describe_connection_error
@@ -132,7 +133,7 @@ def open_chain(target: Target) -> None:
 
             chain = ssh_chain(target)
             reason = describe_connection_error(exc)
-            if index > 0 and type(exc).__name__ == "ChannelException":
+            if index > 0 and isinstance(exc, ChannelException):
                 raise LabhopError(f"{connections[index - 1][0]} cannot reach {hop_title(chain, index)}: "
                                   f"{_channel_reason(exc)}") from None
             error = UsageError if _unknown_name(exc) else LabhopError

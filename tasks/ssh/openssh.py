@@ -79,7 +79,7 @@ class LocalForward:
     host_port: int
 
     def spec(self) -> str:
-        return f"{_bracket(self.bind)}:{self.port}:{_bracket(self.host)}:{self.host_port}"
+        return f"{bracket(self.bind)}:{self.port}:{bracket(self.host)}:{self.host_port}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class RemoteForward:
     host_port: int
 
     def spec(self) -> str:
-        return f"{self.port}:{_bracket(self.host)}:{self.host_port}"
+        return f"{self.port}:{bracket(self.host)}:{self.host_port}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class Forwards:
     remote: tuple[RemoteForward, ...] = ()
 
 
-def _bracket(host: str) -> str:
+def bracket(host: str) -> str:
+    """An IPv6 address in brackets (for host:port, in URLs too); a name or IPv4 address as it is."""
     return f"[{host}]" if ":" in host else host
 
 
@@ -176,6 +177,38 @@ def forward_host(ip: str) -> str:
 
 # -- naming the hop when the OpenSSH client fails ---------------------------------------------
 
+@dataclass(frozen=True)
+class SshFailure:
+    """Why an ``ssh`` run failed, as the one line to show (``str()``). Callers that act on the
+    kind of failure test the subclass, never the words."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class LocalPortBusy(SshFailure):
+    """ssh could not listen on the local end of ``-L`` (another program took the port)."""
+
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class AuthRefused(SshFailure):
+    """A hop's sshd refused every key offered."""
+
+    hop: Optional[int] = None  # index into Chain.hops, when the host could be matched
+
+
+@dataclass(frozen=True)
+class HopUnreachable(SshFailure):
+    """A hop could not be reached (refused, no route, timed out, name not resolved)."""
+
+    hop: Optional[int] = None
+
+
 _CONNECT = re.compile(r"ssh: connect to host (\S+) port (\d+): (.+)")
 _RESOLVE = re.compile(r"ssh: Could not resolve hostname (\S+?):? (.+)")
 _DENIED = re.compile(r"(\S+)@(\S+?): Permission denied \((.*)\)")
@@ -203,8 +236,12 @@ def hop_title(chain: Chain, index: int) -> str:
     return f"jump host {index + 1} of {len(chain.jumps)} {hop.label}"
 
 
-def explain_failure(stderr: str, chain: Chain) -> str:
-    """One line naming the hop (or the step) an ``ssh`` run failed at, from its stderr."""
+# ssh's words (strerror) for a connection that never got through to a hop.
+_NOT_REACHED = ("connection refused", "no route", "network is unreachable", "connection timed out")
+
+
+def diagnose(stderr: str, chain: Chain) -> SshFailure:
+    """What an ``ssh`` run failed at, read from its stderr (the only account OpenSSH gives)."""
     lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
     text = "\n".join(lines)
 
@@ -212,8 +249,7 @@ def explain_failure(stderr: str, chain: Chain) -> str:
         index = _find_hop(chain, host, port)
         if index is None:
             return f"{host}{':' + str(port) if port else ''}: {what}"
-        if index > 0 and what.lower().startswith(("connection refused", "no route", "network is unreachable",
-                                                   "connection timed out")):
+        if index > 0 and what.lower().startswith(_NOT_REACHED):
             # Only the previous hop connects there: say who could not reach whom.
             return f"{chain.hops[index - 1].name} cannot reach {hop_title(chain, index)}: {what}"
         return f"{hop_title(chain, index)}: {what}"
@@ -221,35 +257,48 @@ def explain_failure(stderr: str, chain: Chain) -> str:
     for line in lines:
         m = _BIND.search(line)
         if m:
-            return f"local port {m.group(2)} on {m.group(1) or 'all addresses'} is busy here: {m.group(3)}"
+            return LocalPortBusy(f"local port {m.group(2)} on {m.group(1) or 'all addresses'} is busy here: "
+                                 f"{m.group(3)}", port=int(m.group(2)))
         m = _REMOTE_FAIL.search(line)
         if m:
-            return (f"{hop_title(chain, len(chain.hops) - 1)}: the server refused to listen on its port "
-                    f"{m.group(1)} for the reverse forward (taken meanwhile, or AllowTcpForwarding off)")
+            return SshFailure(f"{hop_title(chain, len(chain.hops) - 1)}: the server refused to listen on its port "
+                              f"{m.group(1)} for the reverse forward (taken meanwhile, or AllowTcpForwarding off)")
     for line in lines:
         m = _DENIED.search(line)
         if m:
-            return at(m.group(2), None, f"SSH key refused (Permission denied ({m.group(3)}))")
+            return AuthRefused(at(m.group(2), None, f"SSH key refused (Permission denied ({m.group(3)}))"),
+                               hop=_find_hop(chain, m.group(2)))
         m = _CONNECT.search(line)
         if m:
-            return at(m.group(1), int(m.group(2)), m.group(3))
+            what = m.group(3)
+            message = at(m.group(1), int(m.group(2)), what)
+            if what.lower().startswith(_NOT_REACHED):
+                return HopUnreachable(message, hop=_find_hop(chain, m.group(1), int(m.group(2))))
+            return SshFailure(message)
         m = _RESOLVE.search(line)
         if m:
-            return at(m.group(1), None, f"cannot resolve host name ({m.group(2)})")
+            return HopUnreachable(at(m.group(1), None, f"cannot resolve host name ({m.group(2)})"),
+                                  hop=_find_hop(chain, m.group(1)))
         m = _HOSTKEY.search(line)
         if m:
             host, _, port = m.group(1).strip("[]").partition("]:")
             what = "host key changed" if "changed" in line else "host key unknown and strict checking is on"
-            return at(host, int(port) if port.isdigit() else None, f"{what} (Host key verification failed)")
+            return SshFailure(at(host, int(port) if port.isdigit() else None,
+                                 f"{what} (Host key verification failed)"))
     if "stdio forwarding failed" in text:
         # A jump host's sshd could not open the next leg; its message does not say which one.
         m = _OPEN_FAILED.search(text)
         detail = (m.group(1) if m else "") or "connect failed"
-        return f"a jump host could not connect to the next hop on {chain.describe()}: {detail}"
+        return HopUnreachable(f"a jump host could not connect to the next hop on {chain.describe()}: {detail}")
     if "Host key verification failed" in text:
-        return "host key verification failed on the way to " + chain.target.label
+        return SshFailure("host key verification failed on the way to " + chain.target.label)
     tail = " | ".join(lines[-3:]) if lines else "ssh exited without a message"
-    return f"ssh to {chain.target.label} failed: {tail}"
+    return SshFailure(f"ssh to {chain.target.label} failed: {tail}")
+
+
+def explain_failure(stderr: str, chain: Chain) -> str:
+    """One line naming the hop (or the step) an ``ssh`` run failed at, from its stderr."""
+    return diagnose(stderr, chain).message
 
 
 def forward_failure(stderr: str) -> Optional[str]:

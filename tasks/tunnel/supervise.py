@@ -15,18 +15,23 @@ ssh, then exits).
 - A state file beside the tunnel's record says what it is doing, for ``fab status``.
 
 Standalone: stdlib only, run as ``python supervise.py SPEC_JSON`` (no package on sys.path
-needed); the pure parts (``backoff``, ``describe``) are imported by tasks/tunnel/forward.py.
+needed; it imports its sibling local.py as a top-level module); the pure parts (``backoff``,
+``describe``, ``read_state``) are imported by tasks/tunnel/records.py and opener.py.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any, Optional
+
+if __package__:
+    from .local import port_is_free, write_private_json
+else:  # a bare script: its own folder is first on sys.path
+    from local import port_is_free, write_private_json  # type: ignore[import-not-found,no-redef]
 
 BASE_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -69,26 +74,7 @@ def read_state(path: str) -> Optional[dict[str, Any]]:
 
 
 def _write_state(path: str, **state: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({**state, "supervisor": os.getpid()}, f, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def port_is_free(bind: str, port: int) -> bool:
-    """Could ssh listen on bind:port right now? (SO_REUSEADDR as ssh sets it: TIME_WAIT is no obstacle.)
-
-    Tested by binding, not connecting: a connection would open a forwarded channel.
-    """
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((bind, port))
-        except OSError:
-            return False
-    return True
+    write_private_json(path, {**state, "supervisor": os.getpid()})
 
 
 def _listening(bind: str, port: int) -> bool:

@@ -6,8 +6,9 @@ import shlex
 
 import pytest
 
-from labhop.ssh.openssh import (Chain, Forwards, Hop, LocalForward, RemoteForward, explain_failure, forward_failure,
-                           forward_host, hop_options, tunnel_argv)
+from labhop.ssh.openssh import (AuthRefused, Chain, Forwards, Hop, HopUnreachable, LocalForward, LocalPortBusy,
+                                 RemoteForward, SshFailure, diagnose, explain_failure, forward_failure,
+                                 forward_host, hop_options, tunnel_argv)
 
 DOOR = Hop("doorkeeper", "doorkeeper.example.edu", "203.0.113.5", "ada", 22, ("/keys/door",))
 LOGIN = Hop("login2", "login2", "10.0.0.2", "ada", 2222, ("/keys/login",), connect_timeout=7)
@@ -146,6 +147,28 @@ def test_explain_failure_names_the_hop(stderr: str, expected: str) -> None:
     line = explain_failure(stderr, CHAIN)
     assert expected in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize("stderr, kind, fields", [
+    ("bind [127.0.0.1]:8888: Address already in use\n", LocalPortBusy, {"port": 8888}),
+    ("bind [::1]:9000: Address already in use\n", LocalPortBusy, {"port": 9000}),
+    ("ada@10.0.0.2: Permission denied (publickey).\n", AuthRefused, {"hop": 1}),
+    ("ada@10.1.2.3: Permission denied (publickey,password).\n", AuthRefused, {"hop": 2}),
+    ("ssh: connect to host 10.0.0.2 port 2222: Connection refused\n", HopUnreachable, {"hop": 1}),
+    ("ssh: connect to host 203.0.113.5 port 22: No route to host\n", HopUnreachable, {"hop": 0}),
+    ("ssh: Could not resolve hostname doorkeeper.example.edu: Name or service not known\n", HopUnreachable,
+     {"hop": 0}),
+    ("channel 0: open failed: connect failed: Connection refused\nstdio forwarding failed\n", HopUnreachable,
+     {"hop": None}),
+    ("Error: remote port forwarding failed for listen port 52698\n", SshFailure, {}),
+    ("Host key verification failed.\n", SshFailure, {}),
+    ("", SshFailure, {}),
+])
+def test_diagnose_types_the_failures_callers_act_on(stderr: str, kind: type, fields: dict) -> None:
+    failure = diagnose(stderr, CHAIN)
+    assert type(failure) is kind
+    assert {name: getattr(failure, name) for name in fields} == fields
+    assert str(failure) == failure.message == explain_failure(stderr, CHAIN)
 
 
 def test_forward_failure_reports_the_far_side_reason() -> None:
