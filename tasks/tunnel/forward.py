@@ -15,13 +15,13 @@ from ..errors import UsageError
 from ..ssh.connect import ssh_chain
 from ..target.probe import HostFacts
 from . import rmate as rmate_mod
-from .endpoint import jupyter_end
+from .endpoint import JupyterEnd, jupyter_end
 from .opener import Opener, Request
 from .records import RMATE, TUNNEL, close_records, status_data, status_lines
 
-# What the fab tasks use from here (fabfile.py).
-__all__ = ["RMATE", "TUNNEL", "close_forwards", "open_forwards", "parse_bind", "request_from_flags", "status_data",
-           "status_lines"]
+# What the tasks use from here (tasks/actions.py, tasks/slurm/run.py).
+__all__ = ["RMATE", "TUNNEL", "JupyterEnd", "close_forwards", "open_forwards", "parse_bind", "request_from_flags",
+           "status_data", "status_lines"]
 
 
 def parse_bind(value: Optional[str]) -> str:
