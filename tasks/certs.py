@@ -17,22 +17,18 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
 # cryptography's x509 is imported inside the functions that need it: every fab run loads this
 # module (the fabfile imports it), most never touch a certificate (bench/noop_provision.py).
 
 from .errors import UsageError
-from .target.probe import HostFacts
+from .target.layout import Layout
+from .target.probe import HostFacts, TargetTls
 from .steps import Skip, Step, WriteFile
 
-# Below the prefix; the probe (tasks/target/probe.py) reads the same two paths.
-TLS_DIR = "tls"
-CERT_NAME = "cert.pem"
-KEY_NAME = "key.pem"
 VALIDITY = datetime.timedelta(days=397)  # the longest a browser accepts for a public CA's cert
 RENEW_BEFORE = datetime.timedelta(days=30)
 # Always named: the browser reaches a tunnelled server as localhost / 127.0.0.1.
@@ -42,9 +38,9 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
 def tls_paths(prefix: str) -> tuple[str, str]:
-    """(certificate, private key) on the target."""
-    directory = posixpath.join(prefix, TLS_DIR)
-    return posixpath.join(directory, CERT_NAME), posixpath.join(directory, KEY_NAME)
+    """(certificate, private key) on the target (tasks/target/layout.py; the probe reads the same two)."""
+    layout = Layout(prefix)
+    return layout.tls_cert, layout.tls_key
 
 
 @dataclass(frozen=True)
@@ -212,20 +208,6 @@ def check_flags(*, public: bool, certfile: Optional[str], keyfile: Optional[str]
 
 # -- what is on the target, and what to do about it ---------------------------------------------
 
-@dataclass(frozen=True)
-class TargetTls:
-    """The probe's view of ``<prefix>/tls`` (see tasks/target/probe.py)."""
-
-    cert: Optional[str] = None  # the certificate PEM (public)
-    key_sha256: Optional[str] = None  # of the private key only a digest travels back
-    pair_ok: Optional[bool] = None  # the target's ssl module loaded cert + key together
-
-    @classmethod
-    def from_probe(cls, raw: Optional[dict[str, Any]]) -> "TargetTls":
-        raw = raw or {}
-        return cls(cert=raw.get("cert"), key_sha256=raw.get("key_sha256"), pair_ok=raw.get("pair_ok"))
-
-
 @dataclass
 class TlsPlan:
     steps: list[Step] = field(default_factory=list)
@@ -349,6 +331,5 @@ def plan_serve_tls(request: TlsRequest, facts: HostFacts, names: Iterable[Option
         return TlsPlan()
     if request.mode == "insecure":
         return TlsPlan(warnings=[INSECURE_WARNING])
-    wanted = wanted_names([*names, facts.hostname, facts.extra.get("ssh_address")])
-    on_target = TargetTls.from_probe(facts.extra.get("tls"))
-    return plan_tls(facts.prefix, on_target, wanted, provided=request.pair, provided_from=request.source)
+    wanted = wanted_names([*names, facts.hostname, facts.ssh_address])
+    return plan_tls(facts.prefix, facts.tls, wanted, provided=request.pair, provided_from=request.source)

@@ -22,7 +22,7 @@ from invoke.exceptions import Failure, UnexpectedExit
 from .target import lock
 from . import shell
 from .errors import LabhopError
-from .target.probe import MIN_PYTHON, PROBE_SOURCE, HostFacts, parse_facts, probe_args
+from .target.probe import MIN_PYTHON, HostFacts, parse_facts, probe_args, probe_source
 from .settings import HostSettings
 from .steps import Command, Skip, Step, Transfer, Upload, WriteFile
 
@@ -91,7 +91,7 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
     command = f"{shell.q(settings.python)} - {shell.q(probe_arguments(settings, port=port, ip=ip, install=install))}"
     try:
         result = c.run("sh -c " + shell.q(command), hide=True, warn=True, pty=False,
-                       in_stream=payload(PROBE_SOURCE))
+                       in_stream=payload(probe_source()))
     except Exception as exc:
         raise LabhopError(describe_connection_error(exc)) from None
     if result.exited == 127:
@@ -288,14 +288,14 @@ PROBE_WAIT = 120.0
 @contextlib.contextmanager
 def hold_lock(c: Any, command: str, *, python: str, wait: float,
               on_wait: Callable[[Any], None]) -> Iterator[dict[str, Any]]:
-    """Run the lock holder (``lock.lock_command`` with ``probe_args``) in a thread over ``c``, the probe
-    first on its stdin; yield once it holds the lock and has probed (the facts' JSON under "facts").
+    """Run the lock holder (``lock.lock_command`` with ``probe_args``) in a thread over ``c``, its source and
+    the probe's first on its stdin; yield once it holds the lock and has probed (the facts' JSON under "facts").
 
     Leaving the block closes the holder's stdin, which releases the lock; so does this
     process dying (the channel closes), which is what keeps the lock from going stale.
     """
     events: "queue.Queue[lock.LockEvent]" = queue.Queue()
-    stdin = _HoldOpen(PROBE_SOURCE)
+    stdin = _HoldOpen(lock.holder_stdin(probe=True))
     stderr = io.StringIO()
     outcome: dict[str, Any] = {}
 

@@ -14,7 +14,7 @@ from . import shell
 from .errors import LabhopError
 from .target.guard import guarded
 from .jupyter_config import ServerSettings, render
-from .target.layout import Layout, expand_home
+from .target.layout import PROFILE_BEGIN, PROFILE_END, RMATE_LINK, Layout, expand_home
 from .offline.install import installer_uv, offline_reason, plan_push, require_manifest, venv_command
 from .offline.install import install_step as offline_install_step
 from .offline.online import online_install_command, online_venv_command, plan_uv
@@ -25,8 +25,6 @@ from .offline.wheelhouse import Manifest
 
 # What provision installs into the venv (distribution name -> requirement).
 PACKAGES = {"jupyterlab": "jupyterlab>=4,<5", "bcrypt": "bcrypt>=4.1", "rmate": "rmate"}
-PROFILE_BEGIN = "# >>> labhop >>>"
-PROFILE_END = "# <<< labhop <<<"
 READY_TIMEOUT = 90
 
 
@@ -53,11 +51,9 @@ def require_python(facts: HostFacts) -> None:
 
 # -- provision ---------------------------------------------------------------------------------
 
-# What a complete install step records last in the venv (the probe reads it back): a run
-# killed half-way (kill -9, a cut connection) records nothing, and the next run installs again.
+# What a complete install step records last in the venv (``Layout.install_mark``; the probe reads it
+# back): a run killed half-way (kill -9, a cut connection) records nothing, and the next run installs again.
 INSTALLED_MARK = "".join(f"{requirement}\n" for requirement in PACKAGES.values())
-VENV_MARK = ".labhop-venv-complete"
-INSTALL_MARK = ".labhop-installed"
 
 
 def venv_ok(facts: HostFacts) -> bool:
@@ -154,9 +150,9 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
                            if uv else shell.join([facts.python_executable, "-m", "venv", "--clear", layout.venv]))
         else:  # uv if it runs here, which the command finds out (and says)
             venv = Command(description, online_venv_command(uv, facts.python_executable, layout.venv), note=bool(uv))
-        steps.append(completing(venv, facts, posixpath.join(layout.venv, VENV_MARK)))
+        steps.append(completing(venv, facts, layout.venv_mark))
 
-    install_mark = posixpath.join(layout.venv, INSTALL_MARK)
+    install_mark = layout.install_mark
     unfinished = venv_ok(facts) and not install_complete(facts)
     if missing and manifest is not None and offline:
         step = offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing)
@@ -188,8 +184,8 @@ def install_step(facts: HostFacts, layout: Layout, missing: list[str], uv: Optio
 def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:
     """Link rmate into bin_dir and make sure a login shell finds it there."""
     plan = Plan()
-    target = layout.venv_bin("rmate")
-    link = posixpath.join(facts.bin_dir, "rmate")
+    target = layout.path("venv_rmate")
+    link = posixpath.join(facts.bin_dir, RMATE_LINK)
     if facts.rmate_link == target:
         plan.steps.append(Skip(f"link {link}", f"points to {target}"))
     elif facts.rmate_link is not None and not (facts.rmate_link.startswith(facts.prefix) or facts.rmate_link_labhop):

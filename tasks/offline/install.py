@@ -70,21 +70,12 @@ def offline_reason(facts: HostFacts, settings: HostSettings) -> Optional[str]:
     return None
 
 
-def remote_wheelhouse(layout: Layout) -> str:
-    return posixpath.join(layout.prefix, "wheelhouse")
-
-
-def own_uv(layout: Layout) -> str:
-    """Where labhop unpacks uv's binary from its wheel (the probe looks here before PATH)."""
-    return posixpath.join(layout.prefix, "bin", "uv")
-
-
 def installer_uv(facts: HostFacts, layout: Layout, manifest: Optional[Manifest]) -> Optional[str]:
     """The uv the offline install will use: the target's, else one unpacked from the wheelhouse."""
     if facts.uv:
         return facts.uv
     if manifest is not None and (manifest.uv_wheel or manifest.pending):
-        return own_uv(layout)
+        return layout.own_uv
     return None
 
 
@@ -96,7 +87,7 @@ def plan_push(facts: HostFacts, layout: Layout, manifest: Manifest) -> list[Step
     its byte offset as long as the same wheels are missing. The target splits it into
     wheels, each kept only if its sha256 matches.
     """
-    directory = remote_wheelhouse(layout)
+    directory = layout.wheelhouse
     if manifest.pending:  # dry run, wheelhouse not built yet: sizes unknown
         return [Upload(f"push the wheelhouse {manifest.key} (built first) to {directory}", directory)]
     need_uv = facts.uv is None and manifest.uv_wheel is not None
@@ -120,8 +111,8 @@ def plan_push(facts: HostFacts, layout: Layout, manifest: Manifest) -> list[Step
                              stdin=json.dumps([[w.name, w.size, w.sha256] for w in missing])))
     if need_uv:
         wheel_path = posixpath.join(directory, manifest.uv_wheel or "")
-        steps.append(Command(f"unpack uv from its wheel to {own_uv(layout)}",
-                             shell.join([facts.python_executable, "-c", UNPACK_UV_SOURCE, wheel_path, own_uv(layout)])))
+        steps.append(Command(f"unpack uv from its wheel to {layout.own_uv}",
+                             shell.join([facts.python_executable, "-c", UNPACK_UV_SOURCE, wheel_path, layout.own_uv])))
     return steps
 
 
@@ -138,7 +129,7 @@ def venv_command(uv: str, python: str, venv: str) -> str:
 def install_step(facts: HostFacts, layout: Layout, manifest: Manifest, requirements: list[str],
                  names: list[str]) -> Command:
     """Install with no index: every wheel comes from the pushed wheelhouse."""
-    directory = remote_wheelhouse(layout)
+    directory = layout.wheelhouse
     uv = installer_uv(facts, layout, manifest)
     if uv:
         install = shell.join(uv_install_args(uv, directory, layout.venv_python, requirements))

@@ -22,7 +22,7 @@ from .. import shell
 from ..target.layout import Layout
 from ..target.probe import HostFacts
 from ..steps import Command, Step
-from .install import own_uv, plan_push, venv_command
+from .install import plan_push, venv_command
 from .wheelhouse import Manifest
 
 # Runs on the target's python3. argv: UV ("" when there is none) HOW VENV_PYTHON REQUIREMENT...
@@ -115,7 +115,7 @@ def plan_uv(facts: HostFacts, layout: Layout, manifest: Optional[Manifest]) -> t
     labhop's own copy when an earlier run unpacked it; else the controller's uv wheel, pushed
     and unpacked (as offline); else the target's own uv on PATH; else none (pip).
     """
-    own = own_uv(layout)
+    own = layout.own_uv
     if facts.uv == own:
         return [], own, "brought over SSH"
     if manifest is not None and (manifest.uv_wheel or manifest.pending):

@@ -46,7 +46,7 @@ class SlurmLayout:
     @property
     def record(self) -> str:
         """What labhop submitted: job id, cluster, the request's fingerprint (JSON, written by labhop)."""
-        return posixpath.join(self.dir, "job.json")
+        return Layout(self.prefix).path("slurm_job")  # the probe looks for it too
 
     @property
     def endpoint(self) -> str:

@@ -1,7 +1,8 @@
 """One labhop run at a time per target prefix: a lock that spans the whole probe-plan-apply.
 
-Pure: the script that holds the lock on the target and the parsing of what it says.
-``executor.hold_lock`` runs it and keeps it alive while the run goes on.
+Pure: the command that starts the holder (tasks/remote/lock.py) on the target, what goes on its
+stdin, and the parsing of what it says. ``executor.hold_lock`` runs it and keeps it alive while the
+run goes on.
 
 Why a process holding ``flock`` rather than a lock file with a pid in it: the holder is
 started over the run's own SSH connection and holds the lock until its stdin reaches EOF.
@@ -17,115 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import shell
+from ..remote import source
 from .layout import Layout
-from .probe import MIN_PYTHON, PROBE_SOURCE
+from .probe import MIN_PYTHON, probe_source
 
 # How long a run waits for another one on the same target before giving up (an install
 # from scratch takes about a minute; a slow link several).
 LOCK_WAIT = 900
 
-# Runs on the target's python (any version from 2.7 on: it refuses one older than labhop
-# needs before anything is written). argv[1]: JSON {path, prefix, owner, min_python, and
-# optionally probe_args, probe_bytes}. With a probe, stdin starts with probe_bytes of the
-# probe's source (tasks/target/probe.py), which runs once the lock is held: lock and facts in one
-# command, one session and one interpreter start on the target.
-# Prints one line per event: "waiting <owner json>", "locked <json>", "facts <json>", "error <text>".
-# A first run that fails leaves nothing behind: the prefix this holder created is removed on
-# release if the lock file is all it holds. A waiter checks that the file it locked is still
-# the one at the path (that removal unlinks it) and starts over if not.
-LOCK_SOURCE = r'''
-import errno, fcntl, json, os, select, sys, time
-args = json.loads(sys.argv[1])
-def say(kind, value):
-    sys.stdout.write(kind + " " + json.dumps(value) + "\n"); sys.stdout.flush()
-need = tuple(args["min_python"])
-if sys.version_info[:len(need)] < need:
-    say("error", "%s is Python %s; labhop needs Python >= %s on the target" % (
-        sys.executable, ".".join(map(str, sys.version_info[:3])), ".".join(map(str, need))))
-    sys.exit(3)
-def expand(p):
-    return os.path.join(os.path.expanduser("~"), p[2:]) if p.startswith("~/") else os.path.expanduser(p)
-prefix, path = expand(args["prefix"]), expand(args["path"])
-def fail(what, exc):
-    say("error", "cannot %s %s: %s" % (what, getattr(exc, "filename", None) or prefix,
-                                       os.strerror(exc.errno) if exc.errno else exc))
-    sys.exit(3)
-probe_source = None
-if args.get("probe_bytes"):
-    chunks, left = [], args["probe_bytes"]
-    while left > 0:
-        chunk = os.read(sys.stdin.fileno(), left)
-        if not chunk: sys.exit(0)  # the run went away before it sent the probe
-        chunks.append(chunk); left -= len(chunk)
-    probe_source = b"".join(chunks).decode("utf-8")
-def gone():
-    # The run that started us gave up or died: stop waiting, never take the lock for nobody.
-    return bool(select.select([sys.stdin], [], [], 0.2)[0]) and not os.read(sys.stdin.fileno(), 65536)
-os.umask(0o077)
-created = waited = False
-while True:
-    if not os.path.isdir(prefix):
-        try:
-            os.makedirs(prefix, 0o700); created = True
-        except OSError as exc:
-            if exc.errno != errno.EEXIST: fail("create", exc)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        # A read-only prefix that already has its lock file can still be locked (and probed):
-        # whether anything needs writing there is for the plan to say.
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            fail("write below", exc)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino: break
-        except OSError:
-            pass
-        os.close(fd); continue  # we locked a file its holder removed on the way out: again
-    except (IOError, OSError) as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): fail("lock", exc)
-    if not waited:
-        try:
-            holder = json.loads(os.read(fd, 4096).decode() or "{}")
-            holder["age"] = time.time() - holder.get("since", time.time())  # the target's clock only
-        except (OSError, ValueError, TypeError, AttributeError):
-            holder = {}
-        say("waiting", holder); waited = True
-    os.close(fd)
-    if gone(): sys.exit(0)
-owner = dict(args["owner"], holder_pid=os.getpid(), since=time.time())
-try:  # best effort: who holds the lock is for messages only (a full disk must not stop us here)
-    os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, json.dumps(owner).encode())
-except OSError:
-    pass
-say("locked", {"created_prefix": created, "waited": waited})
-if probe_source is not None:
-    import io, traceback
-    captured, real = io.StringIO(), sys.stdout
-    sys.stdout, sys.argv, failure = captured, ["-", args["probe_args"]], None
-    try:
-        exec(compile(probe_source, "<labhop probe>", "exec"), {"__name__": "__main__"})
-    except SystemExit:
-        pass
-    except Exception:
-        failure = traceback.format_exc().strip().splitlines()[-1]
-    sys.stdout = real
-    facts = [line for line in captured.getvalue().splitlines() if line.startswith("{")]
-    if failure or not facts:
-        say("error", "probing the target failed: %s" % (failure or "it printed no facts"))
-    else:
-        sys.stdout.write("facts " + facts[-1] + "\n"); sys.stdout.flush()
-while os.read(sys.stdin.fileno(), 65536):
-    pass
-try:
-    if created and os.listdir(prefix) == [os.path.basename(path)]:  # the run wrote nothing: leave no trace
-        os.unlink(path); os.rmdir(prefix)
-except OSError:
-    pass
-'''
 
 
 @dataclass(frozen=True)
@@ -148,15 +48,24 @@ class LockEvent:
 
 def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON,
                  *, probe_args: Optional[str] = None) -> str:
-    """The holder's command line. ``probe_args`` (tasks/target/probe.py ``probe_args``): also probe the host
-    once locked; ``PROBE_SOURCE`` then goes first on the holder's stdin."""
+    """The holder's command line; its stdin is ``holder_stdin(probe=...)``, then held open.
+    ``probe_args`` (tasks/target/probe.py ``probe_args``): also probe the host once locked.
+
+    Only the loader (tasks/remote/loader.py, a few lines) travels in argv: it reads the holder's
+    source from stdin, which leaves the rest of stdin to the holder (a script read by ``python -``
+    would only start at EOF, and EOF is the holder's signal to let go)."""
     spec: dict[str, Any] = {"prefix": layout.prefix, "path": layout.lock_file, "owner": owner.as_dict(),
                             "min_python": list(min_python)}
     if probe_args is not None:
-        spec.update(probe_args=probe_args, probe_bytes=len(PROBE_SOURCE.encode()))
-    args = json.dumps(spec)
-    # -S: no site-packages to scan at start-up (the script needs the standard library only).
-    return shell.join([python, "-S", "-c", LOCK_SOURCE, args])
+        spec.update(probe_args=probe_args, probe_bytes=len(probe_source().encode()))
+    # -S: no site-packages to scan at start-up (the scripts need the standard library only).
+    return shell.join([python, "-S", "-c", source("loader.py"), str(len(source("lock.py").encode())),
+                       json.dumps(spec)])
+
+
+def holder_stdin(*, probe: bool = True) -> str:
+    """What the holder's stdin starts with: its own source, then the probe's when it probes."""
+    return source("lock.py") + (probe_source() if probe else "")
 
 
 def parse_event(line: str) -> Optional[LockEvent]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,14 +12,18 @@ from pathlib import Path
 
 from labhop.target.guard import guarded
 from labhop.target.layout import Layout
-from labhop.target.lock import LockEvent, Owner, describe_holder, lock_command, parse_event
-from labhop.target.probe import PROBE_SOURCE, facts_from, probe_args
+from labhop.remote import source
+from labhop.target.lock import LockEvent, Owner, describe_holder, holder_stdin, lock_command, parse_event
+from labhop.target.probe import facts_from, probe_args
 
 
 def start_holder(prefix: Path, task: str = "serve", pid: int = 41) -> subprocess.Popen:
     command = lock_command(sys.executable, Layout(str(prefix)), Owner(task=task, controller="laptop", pid=pid))
-    return subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(holder_stdin(probe=False))  # what executor.hold_lock sends first, then holds open
+    proc.stdin.flush()
+    return proc
 
 
 def next_event(proc: subprocess.Popen) -> LockEvent:
@@ -181,7 +186,8 @@ def test_a_too_old_python_is_refused_before_anything_is_written(tmp_path: Path) 
     prefix = tmp_path / "prefix"
     owner = Owner(task="provision", controller="laptop", pid=1)
     command = lock_command(sys.executable, Layout(str(prefix)), owner, min_python=(99, 0))
-    done = subprocess.run(["sh", "-c", command], stdin=subprocess.PIPE, capture_output=True, text=True, timeout=20)
+    done = subprocess.run(["sh", "-c", command], input=holder_stdin(probe=False), capture_output=True, text=True,
+                          timeout=20)
     version = ".".join(map(str, sys.version_info[:3]))
     assert parse_event(done.stdout) == LockEvent(
         "error", f"{sys.executable} is Python {version}; labhop needs Python >= 99.0 on the target")
@@ -196,7 +202,7 @@ def start_probing_holder(prefix: Path, home: Path, probe: str) -> subprocess.Pop
                            probe_args=probe)
     proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(home)})
-    proc.stdin.write(PROBE_SOURCE)  # what executor.hold_lock sends first
+    proc.stdin.write(holder_stdin(probe=True))  # what executor.hold_lock sends first
     proc.stdin.flush()
     return proc
 
@@ -239,6 +245,32 @@ def test_a_run_gone_before_its_probe_arrived_leaves_nothing(tmp_path: Path) -> N
     prefix = tmp_path / "prefix"
     command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="serve", controller="laptop", pid=7),
                            probe_args=probe_args(str(prefix), str(tmp_path / "bin")))
-    done = subprocess.run(["sh", "-c", command], input=PROBE_SOURCE[:100], capture_output=True, text=True, timeout=20)
-    assert (done.returncode, done.stdout) == (0, "")
+    done = subprocess.run(["sh", "-c", command], input=holder_stdin(probe=True)[:len(source("lock.py")) + 100],
+                          capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert not prefix.exists()
+
+
+def test_a_run_gone_before_the_holder_itself_arrived_leaves_nothing(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="serve", controller="laptop", pid=7),
+                           probe_args=probe_args(str(prefix), str(tmp_path / "bin")))
+    done = subprocess.run(["sh", "-c", command], input=source("lock.py")[:100], capture_output=True, text=True,
+                          timeout=20)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert not prefix.exists()
+
+
+def test_no_code_travels_in_the_holders_argv(tmp_path: Path) -> None:
+    """`ps` on the target shows the loader's few lines and the spec, not the holder or the probe."""
+    command = lock_command("python3", Layout("~/.labhop"), Owner(task="serve", controller="laptop", pid=7),
+                           probe_args=probe_args("~/.labhop", "~/.local/bin"))
+    argv = shlex.split(command)
+    assert argv[:3] == ["python3", "-S", "-c"]
+    assert argv[3] == source("loader.py") and len(argv[3].splitlines()) <= 12
+    assert int(argv[4]) == len(source("lock.py").encode())
+    spec = json.loads(argv[5])
+    assert spec["probe_bytes"] == len(source("probe.py").encode())
+    assert len(argv) == 6
+    for code in (source("lock.py"), source("probe.py")):
+        assert not any(line in command for line in code.splitlines() if len(line.strip()) > 20)

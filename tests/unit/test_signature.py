@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from labhop.errors import LabhopError
-from labhop.target.probe import PROBE_SOURCE, parse_facts, probe_args
+from labhop.target.probe import parse_facts, probe_args, probe_source
 from labhop.offline.signature import TargetSignature, abi_tag, manylinux_platforms, parse_signature, wheel_machine
 
 LINUX_311 = {"version": [3, 11, 2], "implementation": "CPython", "soabi": "cpython-311-x86_64-linux-gnu",
@@ -31,7 +31,7 @@ def signature(**changes) -> TargetSignature:
 
 def run_probe(python: str, tmp_path: Path, env: dict[str, str] | None = None, **args) -> dict:
     argv = probe_args(str(tmp_path / "prefix"), str(tmp_path / "bin"), **args)
-    done = subprocess.run([python, "-", argv], input=PROBE_SOURCE, capture_output=True, text=True, timeout=60,
+    done = subprocess.run([python, "-", argv], input=probe_source(), capture_output=True, text=True, timeout=60,
                           env={**os.environ, "HOME": str(tmp_path), **(env or {})})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
