@@ -222,7 +222,7 @@ def check_index(home, timeout):
     import time
     try:
         from urllib.parse import urlsplit
-        from urllib.request import getproxies, proxy_bypass_environment
+        from urllib.request import getproxies, proxy_bypass_environment  # type: ignore[attr-defined]
     except ImportError:
         return None
     url, source = index_url(home)
@@ -280,7 +280,7 @@ def rmate_link(t):
     target = os.readlink(link) if os.path.islink(link) else (link if os.path.exists(link) else None)
     inside = "/" + t.args["paths"]["venv_rmate"]
     owner = (target or "")[:-len(inside)]
-    labhop = bool(os.path.islink(link) and target.endswith(inside)
+    labhop = bool(target is not None and os.path.islink(link) and target.endswith(inside)
                   and os.path.exists(os.path.join(owner, t.args["paths"]["lock_file"])))
     return {"rmate_link": target, "rmate_link_labhop": labhop}
 
@@ -341,21 +341,20 @@ def server(t):
     import errno
     pid_file = t.path("pid_file")
     text = read(pid_file)
-    found = {"pid": None, "alive": False, "since": None}
+    pid, alive, since = None, False, None
     if text and text.strip().isdigit():
         pid = int(text.strip())
-        found["pid"] = pid
-        found["since"] = os.path.getmtime(pid_file)
+        since = os.path.getmtime(pid_file)
         cmdline = read("/proc/%d/cmdline" % pid)
         if cmdline is not None:
-            found["alive"] = "jupyter" in cmdline
+            alive = "jupyter" in cmdline
         else:
             try:
                 os.kill(pid, 0)
-                found["alive"] = True
+                alive = True
             except OSError as e:
-                found["alive"] = e.errno == errno.EPERM
-    return found
+                alive = e.errno == errno.EPERM
+    return {"pid": pid, "alive": alive, "since": since}
 
 
 def port_free(ip, port):

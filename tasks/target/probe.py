@@ -179,5 +179,5 @@ if __name__ == "__main__":  # the probe's argument, for running tasks/remote/pro
 
     from .layout import DEFAULT_BIN_DIR, DEFAULT_PREFIX
 
-    given = sys.argv[1:3]
-    print(probe_args(*given, *[DEFAULT_PREFIX, DEFAULT_BIN_DIR][len(given):]))
+    print(probe_args(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PREFIX,
+                     sys.argv[2] if len(sys.argv) > 2 else DEFAULT_BIN_DIR))
