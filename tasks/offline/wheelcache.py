@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import LabhopError
-from .install import mb, offline_reason, own_uv
+from .install import mb, offline_reason
 from ..target.layout import Layout
 from ..plan import PACKAGES, missing_packages
 from ..target.probe import HostFacts
@@ -64,7 +64,7 @@ def wheelhouse_for(facts: HostFacts, settings: HostSettings, say: Say, *, dry_ru
 def uv_wheel_for(facts: HostFacts, say: Say, *, dry_run: bool = False) -> Optional[Manifest]:
     """uv's wheel for the target, cached like a wheelhouse; None (and a line saying so) when this
     machine cannot get one for it: the target then installs with its own uv or with pip."""
-    if facts.uv == own_uv(Layout(facts.prefix)):
+    if facts.uv == Layout(facts.prefix).own_uv:
         return None  # an earlier run unpacked it there
     if facts.signature is None:
         return None
