@@ -132,9 +132,14 @@ class HostFailed(Exit):
         self.reason = reason
 
 
-# Set by labhop.fleet.FleetExecutor (selected in fabric.yaml): it collects the tasks'
-# results and prints the --json document itself. Without it, the edge prints it.
-executor_reports = False
+# Set in its run's config by labhop.fleet.FleetExecutor (selected in fabric.yaml): it collects
+# the tasks' results and prints the --json document itself. Without it, the edge prints it.
+EXECUTOR_REPORTS = "labhop_executor_reports"
+
+
+def executor_reports(c: Any) -> bool:
+    """Does the executor running this task print its --json document (tasks/fleet.py)?"""
+    return bool(getattr(getattr(c, "config", None), EXECUTOR_REPORTS, False))
 
 
 def edge(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -149,10 +154,10 @@ def edge(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             error = HostFailed(host_label(c), "interrupted", 130)
         else:
-            if kwargs.get("json_") and not executor_reports and isinstance(result, HostResult):
+            if kwargs.get("json_") and not executor_reports(c) and isinstance(result, HostResult):
                 print(json.dumps(document([result]), sort_keys=True), flush=True)
             return result
-        if kwargs.get("json_") and not executor_reports:
+        if kwargs.get("json_") and not executor_reports(c):
             print(json.dumps(document([failed(error.host, func.__name__, error.reason, error.code)]),
                              sort_keys=True), flush=True)
         raise error from None

@@ -81,11 +81,9 @@ class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
         return normalized
 
     def execute(self, *tasks: Any) -> dict[Any, Any]:
-        before, cli.executor_reports = cli.executor_reports, True  # the tasks' edge leaves --json to us
-        try:
-            return self._execute(tasks)
-        finally:
-            cli.executor_reports = before
+        # Every task's context shares this config: their edge leaves the --json document to us.
+        setattr(self.config, cli.EXECUTOR_REPORTS, True)
+        return self._execute(tasks)
 
     def _execute(self, tasks: tuple[Any, ...]) -> dict[Any, Any]:
         started = time.monotonic()

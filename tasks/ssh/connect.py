@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 
 LOCAL = "local"
 
-# paramiko logs a refused channel ("Secsh channel 0 open FAILED") on stderr through
-# logging's last-resort handler; open_chain reports it as one line naming the hop instead.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
 
 @dataclass
 class Target:
@@ -122,8 +118,17 @@ def ssh_chain(target: Target) -> Chain:
     return Chain(hops=tuple(hops), config_file=getattr(target.c.config, "_runtime_ssh_path", None))
 
 
+def quiet_paramiko_log() -> None:
+    """paramiko logs a refused channel ("Secsh channel 0 open FAILED") on stderr through logging's
+    last-resort handler; labhop reports it as one line naming the hop instead (open_chain)."""
+    log = logging.getLogger("paramiko")
+    if not any(isinstance(handler, logging.NullHandler) for handler in log.handlers):
+        log.addHandler(logging.NullHandler())
+
+
 def open_chain(target: Target) -> None:
     """Connect hop by hop, outermost first, so that a failure names the hop it happened at."""
+    quiet_paramiko_log()
     connections = chain_of(target)
     for index, (_name, cxn) in enumerate(connections):
         try:

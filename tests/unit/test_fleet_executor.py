@@ -177,6 +177,15 @@ def test_json_on_one_task_keeps_stdout_for_the_document(monkeypatch, tmp_path, c
     assert "after ran" in err and "working on h1" in err
 
 
+@pytest.mark.parametrize("hosts", ["h1", "h1,h2"])
+def test_under_the_fleet_the_document_is_printed_once_by_the_executor(hosts, monkeypatch, tmp_path, capsys) -> None:
+    """The tasks' edge leaves --json to the executor (told through the run's config): one document in all."""
+    code, out, err = run(["-H", hosts, "work", "--json", "--fail-on", "h2"], monkeypatch, tmp_path, capsys)
+    assert code == (1 if "h2" in hosts else 0), err
+    documents = [line for line in (out + err).splitlines() if line.lstrip("[h12] ").startswith("{")]
+    assert len(documents) == 1 and json.loads(documents[0]) == json.loads(out)
+
+
 def test_edge_prints_the_document_when_no_fleet_executor_runs(capsys) -> None:
     """Run by another executor (or called directly), a --json task still prints its one document."""
     from fabric import Connection
