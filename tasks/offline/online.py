@@ -98,7 +98,9 @@ else:
     if subprocess.call([python, "-m", "pip", "--version"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         subprocess.check_call([python, "-m", "ensurepip", "--default-pip"], stdout=subprocess.DEVNULL)
     argv = [python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"] + requirements
-    print("with pip (%s)" % (("uv does not run here: " + why) if uv else why))
+    if uv:  # gone: the unpack step found it cannot run here, and said why
+        why = "uv does not run here" + (": " + why if os.path.exists(uv) else "")
+    print("with pip (%s)" % why)
 sys.stdout.flush()
 os.execve(argv[0], argv, env)
 '''

@@ -177,6 +177,8 @@ def test_a_uv_that_cannot_run_here_leaves_the_install_to_pip(tmp_path: Path) -> 
     got = json.loads(record.read_text())
     assert got["argv"][:3] == ["-m", "pip", "install"] and got["argv"][-3:] == list(PACKAGES.values())
     assert "UV_INDEX_URL" not in got["env"]  # pip reads its own configuration
+    done = install(tmp_path, str(tmp_path / "gone"), python, CONF)  # the unpack step found it cannot run
+    assert done.stdout.strip().splitlines()[-1] == "with pip (uv does not run here)"
     done = install(tmp_path, "", python, CONF)
     assert done.stdout.strip().splitlines()[-1] == "with pip (no uv for this host)"
 
