@@ -62,7 +62,8 @@ def main(runs: int) -> int:
             proc = subprocess.run([FAB, "-r", str(REPO), "-S", str(config), "-H", name, *args], cwd=work, env=env,
                                   capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
             if proc.returncode != 0:
-                raise RuntimeError(f"fab -H {name} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+                raise RuntimeError(f"fab -H {name} {' '.join(args)} exited {proc.returncode}:\n"
+                                   f"{proc.stdout}{proc.stderr}")
             return proc.stdout
 
         def on_target(script: str) -> str:
@@ -92,7 +93,7 @@ def main(runs: int) -> int:
 
         labhop, hand, breakdown = [], [], []
         for i, name in enumerate(names[2:]):
-            def subject() -> None:
+            def subject(name: str = name) -> None:
                 nonlocal out
                 out = fab(name, "provision")
 
