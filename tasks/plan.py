@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 from . import shell
+from .remote import source
 from .errors import LabhopError
 from .target.guard import guarded
 from .jupyter_config import ServerSettings, render
@@ -310,33 +311,6 @@ def start_step(facts: HostFacts, layout: Layout, server: ServerSettings) -> Comm
     return Command(f"start JupyterLab with nohup on {server.ip}:{server.port} (tmux not found)", command)
 
 
-WAIT_SOURCE = r'''
-import os, ssl, sys, time, urllib.request, urllib.error
-url, pid_file, log_file, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-context = ssl._create_unverified_context()  # our own self-signed cert, on our own host
-deadline = time.monotonic() + timeout
-def tail():
-    try:
-        with open(log_file, errors="replace") as f: return "".join(f.readlines()[-15:])
-    except OSError: return "(no log)"
-def alive():
-    try:
-        pid = int(open(pid_file).read())
-    except (OSError, ValueError):
-        return True  # not written yet
-    return os.path.exists("/proc/%d" % pid) or not os.path.isdir("/proc")
-while time.monotonic() < deadline:
-    try:
-        urllib.request.urlopen(url, timeout=2, context=context); sys.exit(0)
-    except urllib.error.HTTPError:
-        sys.exit(0)  # it answers HTTP: up
-    except Exception:
-        pass
-    if not alive():
-        sys.stderr.write("JupyterLab exited during start-up; log tail:\n" + tail()); sys.exit(1)
-    time.sleep(0.2)
-sys.stderr.write("JupyterLab did not answer %s within %ds; log tail:\n%s" % (url, timeout, tail())); sys.exit(1)
-'''
 
 
 def probe_url(server: ServerSettings) -> str:
@@ -347,31 +321,20 @@ def probe_url(server: ServerSettings) -> str:
 
 
 def wait_step(layout: Layout, server: ServerSettings, timeout: int) -> Command:
-    argv = [layout.venv_python, "-c", WAIT_SOURCE, probe_url(server), layout.pid_file, layout.log_file, str(timeout)]
+    argv = [layout.venv_python, "-c", source("wait_ready.py"), probe_url(server), layout.pid_file, layout.log_file,
+            str(timeout)]
     return Command(f"wait until JupyterLab answers (up to {timeout}s)", shell.join(argv))
 
 
 # -- stop --------------------------------------------------------------------------------------
 
-STOP_SOURCE = r'''
-pid={pid}
-kill -TERM "$pid" 2>/dev/null || true
-i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-# A loaded machine can take a moment even after SIGKILL: report stopped only once it is gone.
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
-rm -f {pid_file}
-{tmux_kill}
-true
-'''
 
 
 def stop_step(facts: HostFacts, description: str = "stop JupyterLab") -> Command:
+    """tasks/remote/stop.sh: TERM, then KILL, the server; its pid file and tmux session go with it."""
     layout = layout_for(facts)
-    tmux_kill = (f"{shell.q(facts.tmux)} kill-session -t {shell.q('=' + layout.session_name)} 2>/dev/null"
-                 if facts.tmux else "")
-    script = STOP_SOURCE.format(pid=shell.q(facts.server.pid), pid_file=shell.q(layout.pid_file), tmux_kill=tmux_kill)
+    tmux = [facts.tmux, layout.session_name] if facts.tmux else []
+    script = shell.join(["sh", "-c", source("stop.sh"), "stop.sh", str(facts.server.pid), layout.pid_file, *tmux])
     return Command(f"{description} (pid {facts.server.pid})", script)
 
 

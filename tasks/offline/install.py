@@ -14,6 +14,7 @@ import posixpath
 from typing import Optional
 
 from .. import shell
+from ..remote import source
 from ..errors import LabhopError
 from ..target.layout import Layout
 from ..target.probe import HostFacts
@@ -21,43 +22,7 @@ from ..settings import HostSettings
 from ..steps import Command, Skip, Step, Transfer, Upload
 from .wheelhouse import Manifest, Wheel, pip_install_args, uv_install_args
 
-UNBUNDLE_SOURCE = r'''
-import hashlib, json, os, sys
-directory, bundle = sys.argv[1], sys.argv[2]
-wheels = json.loads(sys.stdin.read())  # [[name, size, sha256], ...] in bundle order
-bad = []
-with open(os.path.join(directory, bundle), "rb") as f:
-    for name, size, sha256 in wheels:
-        data = f.read(size)
-        if len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
-            tmp = os.path.join(directory, name + ".tmp")
-            with open(tmp, "wb") as out:
-                out.write(data)
-            os.rename(tmp, os.path.join(directory, name))
-        else:
-            bad.append(name)
-for name in os.listdir(directory):  # this bundle, and any left by an older plan
-    if name.startswith(".bundle-"):
-        os.remove(os.path.join(directory, name))
-if bad:
-    sys.stderr.write("%d wheel(s) arrived damaged and were removed (run again to resend them): %s\n"
-                     % (len(bad), ", ".join(bad)))
-    sys.exit(1)
-'''
 
-UNPACK_UV_SOURCE = r'''
-import os, shutil, subprocess, sys, zipfile
-wheel, dest = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(wheel) as z:
-    member = [n for n in z.namelist() if n.endswith(".data/scripts/uv")][0]
-    os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
-    tmp = dest + ".tmp"
-    with z.open(member) as src, open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out)
-os.chmod(tmp, 0o755)
-subprocess.check_call([tmp, "--version"], stdout=subprocess.DEVNULL)  # it runs on this host
-os.rename(tmp, dest)
-'''
 
 
 def offline_reason(facts: HostFacts, settings: HostSettings) -> Optional[str]:
@@ -107,12 +72,12 @@ def plan_push(facts: HostFacts, layout: Layout, manifest: Manifest) -> list[Step
                                 directory, (Transfer(tuple(posixpath.join(manifest.directory, w.name) for w in missing),
                                                      posixpath.join(directory, bundle), size, offset),)))
         steps.append(Command(f"unpack {len(missing)} wheel(s) and check their sha256",
-                             shell.join([facts.python_executable, "-c", UNBUNDLE_SOURCE, directory, bundle]),
+                             shell.join([facts.python_executable, "-c", source("unbundle.py"), directory, bundle]),
                              stdin=json.dumps([[w.name, w.size, w.sha256] for w in missing])))
     if need_uv:
         wheel_path = posixpath.join(directory, manifest.uv_wheel or "")
-        steps.append(Command(f"unpack uv from its wheel to {layout.own_uv}",
-                             shell.join([facts.python_executable, "-c", UNPACK_UV_SOURCE, wheel_path, layout.own_uv])))
+        unpack = [facts.python_executable, "-c", source("unpack_uv.py"), wheel_path, layout.own_uv]
+        steps.append(Command(f"unpack uv from its wheel to {layout.own_uv}", shell.join(unpack)))
     return steps
 
 

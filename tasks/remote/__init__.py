@@ -11,6 +11,14 @@ they arrive as arguments (tasks/target/layout.py holds the one definition).
     probe.py            facts about the target, one JSON document     python3 probe.py ARGS_JSON
     lock.py             the per-prefix flock holder, probing once locked  python3 lock.py SPEC_JSON
     loader.py           reads a script of N bytes from stdin, runs it     (the lock holder's argv)
+    guard.py            runs a command, kills its process group on stdin EOF  python3 guard.py CMD...
+    wait_ready.py       waits until JupyterLab answers HTTP              python3 wait_ready.py URL PID_FILE LOG SECONDS
+    stop.sh             TERM, then KILL, the server; drops its pid file   sh stop.sh PID PID_FILE [TMUX SESSION]
+    unbundle.py         splits a pushed wheel bundle, checks sha256s     python3 unbundle.py DIR BUNDLE < LIST_JSON
+    unpack_uv.py        uv's binary out of its wheel                    python3 unpack_uv.py WHEEL DEST
+    uv_install.py       installs with uv and the target's pip settings   python3 uv_install.py UV HOW PYTHON REQ...
+    rmate_ports.py      is rmate's port free, a spare one, ~/.rmate.rc     python3 rmate_ports.py PORT
+    rmate_listening.py  waits until something listens on a loopback port  python3 rmate_listening.py PORT SECONDS
 """
 from __future__ import annotations
 

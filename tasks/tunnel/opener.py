@@ -26,6 +26,7 @@ from .. import shell
 from ..errors import LabhopError, UsageError
 from ..executor import apply as apply_steps
 from ..executor import run as run_on_target
+from ..remote import source
 from ..ssh.connect import close_chain
 from ..ssh.openssh import (Chain, Forwards, LocalForward, LocalPortBusy, RemoteForward, SshFailure, bracket,
                            diagnose, explain_failure, forward_failure, tunnel_argv)
@@ -140,7 +141,8 @@ class Opener:
     def rmate_port_on_target(self) -> int:
         settings = self.s.settings
         command = f"{shell.q(settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
-        result = run_on_target(self.s.c, command, stdin=rmate_mod.PORTS_SOURCE, what="check rmate's port on the target")
+        result = run_on_target(self.s.c, command, stdin=source("rmate_ports.py"),
+                               what="check rmate's port on the target")
         ports = rmate_mod.parse_ports(result.stdout)
         port = rmate_mod.choose_remote_port(ports)
         if port != rmate_mod.DEFAULT_PORT:
@@ -157,7 +159,7 @@ class Opener:
                 why = explain_failure(log_text(log) if log else "", self.chain)
                 raise LabhopError(f"reverse forward for rmate: {why}")
             try:
-                run_on_target(self.s.c, command, stdin=rmate_mod.LISTENING_SOURCE,
+                run_on_target(self.s.c, command, stdin=source("rmate_listening.py"),
                               what=f"wait for the reverse forward on {self.host}:{port}")
                 return
             except LabhopError:
@@ -321,7 +323,7 @@ class Opener:
 
     def _write_rc(self, port: int) -> None:
         command = f"{shell.q(self.s.settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
-        result = run_on_target(self.s.c, command, stdin=rmate_mod.PORTS_SOURCE, what="read ~/.rmate.rc")
+        result = run_on_target(self.s.c, command, stdin=source("rmate_ports.py"), what="read ~/.rmate.rc")
         plan = rmate_mod.plan_rc(rmate_mod.parse_ports(result.stdout), port)
         for warning in plan.warnings:
             self.s.report.warn(warning)

@@ -5,6 +5,7 @@ Pure. ``rmate FILE`` on the target connects to localhost:52698 unless ``~/.rmate
 otherwise. 52698 is taken as soon as a second user on a shared login node does the
 same, so labhop falls back to a free port and records it in ``~/.rmate.rc`` -- but
 only in a file it wrote itself (marked by ``RC_MARKER``), never in the user's own.
+The checks on the target are tasks/remote/rmate_ports.py and rmate_listening.py.
 """
 from __future__ import annotations
 
@@ -20,47 +21,6 @@ from ..steps import Skip, WriteFile
 
 DEFAULT_PORT = 52698  # rmate's and the editors' (rsub, RemoteSubl, Remote VSCode) default
 RC_MARKER = "# written by labhop"
-
-# Runs on the target's python3 (source on stdin): is the wanted port free on the
-# loopback, a free port otherwise, and the current ~/.rmate.rc. One round trip.
-# The check binds instead of connecting, so nothing listening there is disturbed.
-PORTS_SOURCE = r'''
-import json, os, socket, sys
-wanted = int(sys.argv[1])
-def free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port)); return s.getsockname()[1]
-    except (IOError, OSError):
-        return None
-    finally:
-        s.close()
-rc_path = os.path.expanduser("~/.rmate.rc")
-try:
-    with open(rc_path) as f: rc = f.read(65536)
-except (IOError, OSError):
-    rc = None
-print(json.dumps({"wanted_free": free(wanted) is not None, "spare": free(0), "rc": rc, "rc_path": rc_path}))
-'''
-
-# Polls (bounded) until something listens on the loopback port: the sshd's end of -R.
-LISTENING_SOURCE = r'''
-import socket, sys, time
-port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
-while True:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", port))
-    except (IOError, OSError):
-        sys.exit(0)  # taken: the reverse forward listens
-    finally:
-        s.close()
-    if time.time() > deadline:
-        sys.exit(3)
-    time.sleep(0.1)
-'''
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from labhop.offline.install import UNPACK_UV_SOURCE, plan_push
-from labhop.offline.online import UV_INSTALL_SOURCE, tolerant_unpack
+from labhop.offline.install import plan_push
+from labhop.offline.online import tolerant_unpack
+from labhop.remote import source
 from labhop.plan import INSTALLED_MARK, PACKAGES, plan_provision
 from labhop.settings import resolve_settings
 from labhop.steps import Command, Upload
@@ -69,7 +71,7 @@ def test_no_uv_anywhere_means_python_venv_and_pip() -> None:
     plan = plan_provision(online(), resolve_settings(None), None)
     venv = plan.steps[1]
     assert isinstance(venv, Command) and not venv.note and "-m venv --clear" in venv.command
-    assert "uv" not in venv.command.replace(UV_INSTALL_SOURCE, "")
+    assert "uv" not in venv.command.replace(source("uv_install.py"), "")
 
 
 def test_nothing_to_install_brings_no_uv() -> None:
@@ -110,7 +112,7 @@ def install(tmp_path: Path, uv: str, python: Path, conf: str, **env: str) -> sub
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "SSL_"))}
     clean.update({"HOME": str(home), "XDG_CONFIG_DIRS": str(tmp_path / "xdg"),
                   "PIP_CONFIG_FILE": str(tmp_path / "pip.conf"), **env})
-    return subprocess.run([sys.executable, "-c", UV_INSTALL_SOURCE, uv, "brought over SSH", str(python),
+    return subprocess.run([sys.executable, "-c", source("uv_install.py"), uv, "brought over SSH", str(python),
                            *PACKAGES.values()], capture_output=True, text=True, timeout=60, env=clean)
 
 
@@ -192,7 +194,7 @@ def test_a_uv_wheel_whose_binary_cannot_run_is_no_failure_online(tmp_path: Path)
     facts_here = replace(facts(index=ONLINE), python_executable=sys.executable)
     steps = plan_push(facts_here, layout, replace(UV_ONLY, wheels=()))
     unpack = tolerant_unpack(steps[-1], str(dest))
-    assert isinstance(unpack, Command) and UNPACK_UV_SOURCE in unpack.command
+    assert isinstance(unpack, Command) and shlex.quote(source("unpack_uv.py")) in unpack.command
     unpack = replace(unpack, command=unpack.command.replace(str(layout.prefix) + "/wheelhouse/" + UV, str(wheel)))
     done = subprocess.run(["sh", "-c", unpack.command], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr

@@ -18,6 +18,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -153,3 +155,46 @@ def test_python_2_7_gets_far_enough_to_say_it_is_too_old(tmp_path: Path) -> None
                         event.value), event.value
     assert done.returncode == 3
     assert not prefix.exists()
+
+
+# -- imported as modules, as any code is -------------------------------------------------------
+
+def test_the_probe_expands_home_and_reads_labhops_profile_blocks(tmp_path: Path) -> None:
+    from labhop.remote import probe
+
+    (tmp_path / ".profile").write_text("# >>> labhop >>>\nPATH=/b:$PATH\n# <<< labhop <<<\nPATH=/c:$PATH\n")
+    target = probe.Target(json.loads(probe_args("~/p", "/c")))
+    target.home = str(tmp_path)
+    assert target.expand("~") == str(tmp_path) and target.expand("~/x") == f"{tmp_path}/x"
+    assert target.expand("/abs") == "/abs"
+    assert probe.profiles(target) == {".profile": False}  # /c is on PATH, but not by labhop's block
+    target.bin_dir = "/b"
+    assert probe.profiles(target) == {".profile": True}
+
+
+def test_uv_install_hands_pips_settings_to_uv() -> None:
+    from labhop.remote import uv_install
+
+    env = uv_install.uv_env({"index-url": ["https://u:p@mirror/simple"], "find-links": ["/w1", "/w2"]}, "0.13.9")
+    assert env == {"UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never", "UV_INDEX_URL": "https://u:p@mirror/simple",
+                   "UV_FIND_LINKS": "/w1,/w2"}
+
+
+def test_stop_sh_stops_the_server_and_removes_its_pid_file(tmp_path: Path) -> None:
+    server = subprocess.Popen(["sh", "-c", "while :; do sleep 0.1; done"])
+    reaper = threading.Thread(target=server.wait)  # as its parent on a target would (else a zombie stays)
+    reaper.start()
+    pid_file = tmp_path / "server.pid"
+    pid_file.write_text(f"{server.pid}\n")
+    try:
+        started = time.monotonic()
+        done = subprocess.run(["sh", str(REMOTE / "stop.sh"), str(server.pid), str(pid_file)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        reaper.join(timeout=5)
+        assert server.returncode == -15
+        assert time.monotonic() - started < 5
+        assert not pid_file.exists()
+    finally:
+        server.kill()
+        server.wait()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from labhop.remote import source
 from labhop.tunnel import rmate
 from labhop.errors import LabhopError
 from labhop.steps import Skip, WriteFile
@@ -70,7 +71,7 @@ def test_ports_source_runs_and_reports_a_taken_port(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
-        out = subprocess.run([sys.executable, "-", str(taken)], input=rmate.PORTS_SOURCE, capture_output=True,
+        out = subprocess.run([sys.executable, "-", str(taken)], input=source("rmate_ports.py"), capture_output=True,
                              text=True, env=env, timeout=30, check=True).stdout
     found = rmate.parse_ports(out)
     assert not found.wanted_free and found.spare and found.spare != taken

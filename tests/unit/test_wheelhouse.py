@@ -17,7 +17,8 @@ from invoke import Context
 
 from labhop.errors import LabhopError
 from labhop.executor import upload
-from labhop.offline.install import UNBUNDLE_SOURCE, UNPACK_UV_SOURCE, bundle_name, offline_reason, plan_push
+from labhop.offline.install import bundle_name, offline_reason, plan_push
+from labhop.remote import source
 from labhop.plan import PACKAGES, plan_provision
 from labhop.target.probe import IndexCheck, parse_facts
 from labhop.settings import resolve_settings
@@ -219,7 +220,7 @@ def test_unbundle_keeps_good_wheels_and_drops_damaged_ones(tmp_path: Path) -> No
     (tmp_path / ".bundle-x").write_bytes(bytes(bundle))
     (tmp_path / ".bundle-stale").write_bytes(b"left by an older plan")
     listed = [[name, len(data), sha(data)] for name, data in wheels] + [["d.whl", 5, sha(b"never")]]
-    done = subprocess.run([sys.executable, "-c", UNBUNDLE_SOURCE, str(tmp_path), ".bundle-x"],
+    done = subprocess.run([sys.executable, "-c", source("unbundle.py"), str(tmp_path), ".bundle-x"],
                           input=json.dumps(listed), capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert "2 wheel(s) arrived damaged and were removed (run again to resend them): b.whl, d.whl" in done.stderr
@@ -233,7 +234,7 @@ def test_unpack_uv_extracts_a_runnable_binary(tmp_path: Path) -> None:
         z.writestr("uv-0.13.9.data/scripts/uv", "#!/bin/sh\necho uv 0.13.9\n")
         z.writestr("uv-0.13.9.data/scripts/uvx", "#!/bin/sh\n")
     dest = tmp_path / "prefix" / "bin" / "uv"
-    subprocess.run([sys.executable, "-c", UNPACK_UV_SOURCE, str(wheel), str(dest)], check=True, timeout=30)
+    subprocess.run([sys.executable, "-c", source("unpack_uv.py"), str(wheel), str(dest)], check=True, timeout=30)
     assert subprocess.run([str(dest)], capture_output=True, text=True).stdout == "uv 0.13.9\n"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert stat.S_IMODE(dest.parent.stat().st_mode) == 0o700
