@@ -1,8 +1,12 @@
 """Open a URL in Debian's headless Chromium, as a person's browser would: the rendered DOM (after the page's
-JavaScript ran) and, optionally, a PNG screenshot.
+JavaScript ran) and, optionally, a PNG screenshot.  Or use it as a person does, through Playwright.
 
     path = chromium()                                   # /usr/bin/chromium or None
     dom = render(url, screenshot=tmp / "lab.png", wait_for="jp-LabShell")
+
+    with browser_page() as page:                        # Playwright driving that same chromium
+        page.goto(url); page.fill("#password_input", pw); page.click("#login_submit")
+        out = notebook_cell(page, "print(6 * 7)")       # a new notebook, the cell typed, Shift+Enter
 
 ``wait_for``: a string the rendered DOM must contain; when it is missing the page is loaded again with
 twice the virtual-time budget (a loaded machine renders JupyterLab's bundle late), at most ``tries``
@@ -11,15 +15,19 @@ profile, no network of its own (no component updates, sync, QUIC) and, as root, 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
-__all__ = ["chromium", "render"]
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["browser_page", "chromium", "notebook_cell", "playwright_available", "render"]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -34,7 +42,7 @@ def chromium() -> Optional[str]:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     # Its own process group: on a timeout the renderer and GPU helpers go too, not only the wrapper.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -68,3 +76,46 @@ def render(url: str, *, screenshot: Optional[Path] = None, wait_for: Optional[st
         if wait_for is None or wait_for in dom:
             break
     return dom
+
+
+def playwright_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def browser_page(*, size: tuple[int, int] = (1280, 800)) -> Iterator["Page"]:
+    """A Playwright page in Debian's chromium (no browser download: Playwright is only the driver here)."""
+    from playwright.sync_api import sync_playwright
+
+    binary = chromium()
+    if binary is None:
+        raise AssertionError("chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as driver:
+        # Playwright adds --headless and its own throwaway profile.
+        browser = driver.chromium.launch(executable_path=binary,
+                                         args=[f for f in FLAGS if f not in ("--headless", "--no-first-run")])
+        try:
+            yield browser.new_page(viewport={"width": size[0], "height": size[1]}, ignore_https_errors=True)
+        finally:
+            browser.close()
+
+
+def notebook_cell(page: "Page", code: str, *, timeout: float = 90) -> str:
+    """In the JupyterLab that ``page`` shows: a new notebook from the launcher, ``code`` typed into its first
+    cell, Shift+Enter; the text of the cell's output once it appears (its kernel runs wherever the server does,
+    reached over the browser's own kernel websocket)."""
+    ms = timeout * 1000
+    # A new launcher whatever the workspace restored; `:visible`, as other notebooks may sit in hidden tabs.
+    page.locator(".lm-TabBar-addButton[title='New Launcher']:visible").first.click(timeout=ms)
+    page.locator(".jp-LauncherCard[data-category='Notebook']:visible").first.click(timeout=ms)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=ms)  # kernel ready
+    page.locator(".jp-Notebook .jp-Cell .cm-content:visible").first.click(timeout=ms)
+    page.keyboard.insert_text(code)  # as pasted: no auto-closed brackets in the way
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-Notebook .jp-Cell .jp-OutputArea-output:visible").first
+    output.wait_for(timeout=ms)
+    return output.inner_text()

@@ -5,7 +5,8 @@ laptop -> jump -> target (network namespaces: the target is reachable only throu
 `fab -H target serve`, `fab -H target tunnel --background`, then the printed URL in Debian's chromium
 (rendered DOM + a screenshot), then a kernel started at that URL runs a cell whose output says where it
 ran (the target's network namespace, the venv labhop made there).  Then the same for `serve --public`:
-the login page over TLS in chromium, the login form with the password, the cell.
+the login form with the password, the cell; and in chromium (Playwright): the login page over TLS, the
+password typed in, JupyterLab, a new notebook whose cell runs on the target.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness.chromium import chromium, render
+from tests.harness.chromium import browser_page, chromium, notebook_cell, playwright_available, render
 from tests.harness.kernel import JupyterClient, run_cell
 from tests.harness.topology import Topology
-from tests.support import Workspace, free_port, need
+from tests.support import FabResult, Workspace, free_port, need
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ class Lab:
     served: str = ""  # what `fab serve` printed
     url: str = ""  # what `fab tunnel --background` printed: the URL a person opens here
 
-    def fab(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    def fab(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> FabResult:
         return self.ws.fab(*args, host="target", env={"XDG_STATE_HOME": str(self.state), **(env or {})},
                            timeout=timeout)
 
@@ -53,11 +54,11 @@ class Lab:
         out = self.fab("tunnel", "--background").ok().stdout
         found = re.findall(r"open: (https?://127\.0\.0\.1:\d+/lab\S*)", out)
         assert found, out
-        return found[-1]
+        return str(found[-1])
 
 
 @pytest.fixture(scope="module")
-def lab(topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     need(topology.isolated or os.environ.get("LABHOP_TEST_ALLOW_LOOPBACK_TOPOLOGY") == "1",
          f"the jump topology is not isolated: {topology.reason}")
     root = tmp_path_factory.mktemp("end-to-end")
@@ -158,9 +159,20 @@ def test_public_login_over_tls_then_a_cell_runs_on_the_target(lab: Lab, tmp_path
     with pytest.raises(AssertionError, match="login .* refused: HTTP 401"):
         JupyterClient(url, password="wrong password")
 
-    # Chromium gets that login page over TLS (the certificate is labhop's own, self-signed).
+    # As a person: chromium gets the login page over TLS (labhop's own self-signed certificate), the password
+    # goes into the form, JupyterLab opens, a new notebook's cell runs over the browser's own kernel websocket.
     need(chromium() is not None, "Debian's chromium is not installed (.ci/run installs it)")
-    shot = tmp_path / "login.png"
-    dom = render(url, screenshot=shot, wait_for="password_input")
-    keep(shot)
-    assert 'id="password_input"' in dom and 'name="_xsrf"' in dom and not has_class(dom, "jp-LabShell"), dom[-3000:]
+    need(playwright_available(), "playwright (the test extras) is not installed")
+    with browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#password_input")
+        page.screenshot(path=tmp_path / "login.png")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_selector(".jp-LabShell", timeout=90_000)
+        out = notebook_cell(page, WHERE)
+        page.screenshot(path=tmp_path / "notebook.png")
+    keep(tmp_path / "login.png")
+    keep(tmp_path / "notebook.png")
+    print(f"the notebook cell in chromium printed: {out}")
+    assert_ran_on_the_target(out, lab)
