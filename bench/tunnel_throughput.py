@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from labhop.tunnel.local import port_is_free  # noqa: E402
+from tests.harness.sshd import free_port  # noqa: E402
 from tests.harness.topology import build_topology  # noqa: E402
 
 FAB = str(Path(sys.executable).with_name("fab"))
@@ -55,12 +57,6 @@ while True:
     conn, _ = srv.accept()
     threading.Thread(target=send, args=(conn,), daemon=True).start()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def receive(port: int, expected: int, timeout: float = 300) -> float:
@@ -119,12 +115,8 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"forward process exited {proc.returncode}")
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return
+        if not port_is_free("127.0.0.1", port):
+            return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 

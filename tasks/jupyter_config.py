@@ -39,6 +39,14 @@ c.ServerApp.identity_provider_class = LabhopPasswordIdentityProvider
 '''
 
 
+def variant_name(public: bool) -> str:
+    return "public" if public else "localhost"
+
+
+def scheme_of(tls: bool) -> str:
+    return "https" if tls else "http"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     ip: str
@@ -53,11 +61,11 @@ class ServerSettings:
 
     @property
     def variant(self) -> str:
-        return "public" if self.public else "localhost"
+        return variant_name(self.public)
 
     @property
     def scheme(self) -> str:
-        return "https" if self.certfile else "http"
+        return scheme_of(bool(self.certfile))
 
 
 @dataclass(frozen=True)
@@ -137,3 +145,29 @@ def stored_secrets(text: Optional[str]) -> StoredSecrets:
 def stored_port(text: Optional[str]) -> Optional[int]:
     raw = read_settings(text).get("ServerApp.port")
     return int(raw) if raw and raw.isdigit() else None
+
+
+@dataclass(frozen=True)
+class StoredServer:
+    """The server a config labhop wrote describes, read back (status, URL, tunnel)."""
+
+    ip: str
+    port: Optional[int]
+    public: bool
+    tls: bool
+    token: Optional[str]
+
+    @property
+    def variant(self) -> str:
+        return variant_name(self.public)
+
+    @property
+    def scheme(self) -> str:
+        return scheme_of(self.tls)
+
+
+def stored_server(text: Optional[str]) -> StoredServer:
+    values = read_settings(text)
+    return StoredServer(ip=values.get("ServerApp.ip", "'127.0.0.1'").strip("'\""), port=stored_port(text),
+                        public="ServerApp.identity_provider_class" in values, tls="ServerApp.certfile" in values,
+                        token=stored_secrets(text).token)

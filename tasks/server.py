@@ -39,23 +39,16 @@ class Status:
 
 def url_for(config_text: Optional[str], address: str, *, local_port: Optional[int] = None) -> Optional[str]:
     """The URL to open: the token in it for the localhost variant, none for the public one."""
-    values = jupyter_config.read_settings(config_text)
-    port = jupyter_config.stored_port(config_text)
-    if port is None:
+    stored = jupyter_config.stored_server(config_text)
+    if stored.port is None:
         return None
-    scheme = "https" if "ServerApp.certfile" in values else "http"
-    public = "ServerApp.identity_provider_class" in values
-    if public:
-        return f"{scheme}://{address}:{port}/lab"
-    token = jupyter_config.stored_secrets(config_text).token
-    return f"{scheme}://127.0.0.1:{local_port or port}/lab?token={token}"
+    if stored.public:
+        return f"{stored.scheme}://{address}:{stored.port}/lab"
+    return f"{stored.scheme}://127.0.0.1:{local_port or stored.port}/lab?token={stored.token}"
 
 
 def status_of(host: str, facts: HostFacts, address: str) -> Status:
-    values = jupyter_config.read_settings(facts.config)
-    variant = None
-    if facts.config:
-        variant = "public" if "ServerApp.identity_provider_class" in values else "localhost"
+    variant = jupyter_config.stored_server(facts.config).variant if facts.config else None
     since = None
     if facts.server.alive and facts.server.since:
         started = datetime.datetime.fromtimestamp(facts.server.since, tz=datetime.timezone.utc)

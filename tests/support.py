@@ -4,7 +4,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import pytest
+
+from tests.harness.sshd import free_port as free_port  # one definition, used by most tests from here
 
 REPO = Path(__file__).resolve().parents[1]
 FAB = shutil.which("fab") or str(Path(sys.executable).with_name("fab"))
@@ -40,12 +41,6 @@ def controller_cache() -> Path:
             _CACHE.append(Path(tempfile.mkdtemp(prefix="labhop-test-cache-")))
             atexit.register(shutil.rmtree, _CACHE[0], True)
     return _CACHE[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -30,19 +30,14 @@ class JupyterEnd:
 
 def jupyter_end(facts: HostFacts, host: str) -> JupyterEnd:
     """The running server's address, port and token, or why there is nothing to tunnel to."""
-    config = facts.config
-    port = jupyter_config.stored_port(config)
-    if not config or port is None:
+    stored = jupyter_config.stored_server(facts.config)
+    if not facts.config or stored.port is None:
         raise LabhopError(f"no JupyterLab configured on {host} yet: run `fab -H {host} serve` first")
     if not facts.server.alive:
-        raise LabhopError(f"JupyterLab is not running on {host} (configured for port {port}): "
+        raise LabhopError(f"JupyterLab is not running on {host} (configured for port {stored.port}): "
                           f"start it with `fab -H {host} serve`")
-    values = jupyter_config.read_settings(config)
-    ip = values.get("ServerApp.ip", "'127.0.0.1'").strip("'\"")
-    return JupyterEnd(host=forward_host(ip), port=port,
-                      scheme="https" if "ServerApp.certfile" in values else "http",
-                      token=jupyter_config.stored_secrets(config).token,
-                      public="ServerApp.identity_provider_class" in values)
+    return JupyterEnd(host=forward_host(stored.ip), port=stored.port, scheme=stored.scheme, token=stored.token,
+                      public=stored.public)
 
 
 def connect_host(bind: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import bcrypt
 import pytest
 
-from labhop.jupyter_config import ServerSettings, render, stored_port, stored_secrets
+from labhop.jupyter_config import StoredServer, ServerSettings, render, stored_port, stored_secrets, stored_server
 from labhop.server import url_for
 
 
@@ -53,3 +53,21 @@ def test_quotes_in_paths_stay_literal() -> None:
     c = Section()
     exec(compile(text, "cfg", "exec"), {"get_config": lambda: c, **namespace})
     assert c["ServerApp"]["root_dir"] == "/it's here"
+
+
+@pytest.mark.parametrize("settings", [
+    ServerSettings(ip="127.0.0.1", port=8888, root_dir="/h", public=False, token="t0k"),
+    ServerSettings(ip="::1", port=8889, root_dir="/h", public=False, token="t1k", certfile="/c", keyfile="/k"),
+    ServerSettings(ip="0.0.0.0", port=443, root_dir="/srv", public=True, hashed_password="$2b$04$x",
+                   certfile="/p/cert.pem", keyfile="/p/key.pem"),
+    ServerSettings(ip="10.0.0.5", port=8890, root_dir="/srv", public=True, hashed_password="$2b$04$y"),
+])
+def test_the_stored_server_reads_back_what_was_rendered(settings: ServerSettings) -> None:
+    stored = stored_server(render(settings))
+    assert stored == StoredServer(ip=settings.ip, port=settings.port, public=settings.public,
+                                  tls=bool(settings.certfile), token=settings.token)
+    assert (stored.variant, stored.scheme) == (settings.variant, settings.scheme)
+
+
+def test_no_config_is_no_server() -> None:
+    assert stored_server(None) == StoredServer(ip="127.0.0.1", port=None, public=False, tls=False, token=None)
