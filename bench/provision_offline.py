@@ -29,7 +29,7 @@ except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.hosts import FAB, REPO, TARGET_PYTHON, BenchHosts, bench_hosts, timed
 
-from labhop.plan import PACKAGES  # noqa: E402
+from labhop.packages import PACKAGES  # noqa: E402
 
 COLD_GOAL, NOOP_GOAL = 20.0, 2.0
 CACHE = Path(os.environ.get("LABHOP_CACHE_DIR") or "/tmp/labhop-bench-cache")

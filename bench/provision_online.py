@@ -32,7 +32,7 @@ except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.hosts import FAB, REPO, TARGET_PYTHON, timed
 
-from labhop.plan import PACKAGES  # noqa: E402
+from labhop.packages import PACKAGES  # noqa: E402
 from tests.harness.sshd import start_sshd, write_ssh_config  # noqa: E402
 
 GOAL = 1.5

@@ -106,7 +106,7 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
 def probe_arguments(settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
                     install: bool = False) -> str:
     """The probe's argv[1] (see ``probe``), also handed to the lock holder that probes once locked."""
-    from .plan import PACKAGES
+    from .packages import PACKAGES
 
     return probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
                       packages=tuple(PACKAGES) if install else ())

@@ -23,9 +23,8 @@ from .target.probe import MIN_PYTHON, HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
 from .offline.wheelhouse import Manifest
+from .packages import INSTALLED_MARK, PACKAGES, install_complete, missing_packages, venv_ok
 
-# What provision installs into the venv (distribution name -> requirement).
-PACKAGES = {"jupyterlab": "jupyterlab>=4,<5", "bcrypt": "bcrypt>=4.1", "rmate": "rmate"}
 READY_TIMEOUT = 90
 
 
@@ -51,31 +50,6 @@ def require_python(facts: HostFacts) -> None:
 
 
 # -- provision ---------------------------------------------------------------------------------
-
-# What a complete install step records last in the venv (``Layout.install_mark``; the probe reads it
-# back): a run killed half-way (kill -9, a cut connection) records nothing, and the next run installs again.
-INSTALLED_MARK = "".join(f"{requirement}\n" for requirement in PACKAGES.values())
-
-
-def venv_ok(facts: HostFacts) -> bool:
-    """The venv exists, was made by the target's current Python (same full version), and its
-    creation finished (labhop's mark; pip in it, for venvs made before the mark existed)."""
-    return (facts.venv_exists and facts.venv_version == ".".join(map(str, facts.python_version))
-            and (facts.venv_complete or "pip" in facts.venv_packages))
-
-
-def install_complete(facts: HostFacts) -> bool:
-    return facts.venv_installed == INSTALLED_MARK
-
-
-def missing_packages(facts: HostFacts) -> list[str]:
-    """What provision must install: everything when the venv is to be (re)made, or when the
-    last install did not finish (its packages may be there without their dependencies)."""
-    ok = venv_ok(facts)
-    if ok and not install_complete(facts):
-        return list(PACKAGES)
-    return [name for name in PACKAGES if not (ok and name in facts.venv_packages)]
-
 
 # Free space a plan needs below the prefix before it starts (so that it fails before writing
 # anything rather than half-way): a fresh venv with JupyterLab takes about 280 MiB.

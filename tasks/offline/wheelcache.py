@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import LabhopError
 from .install import mb, offline_reason
 from ..target.layout import Layout
-from ..plan import PACKAGES, missing_packages
+from ..packages import PACKAGES, missing_packages
 from ..target.probe import HostFacts
 from ..settings import HostSettings
 from .signature import TargetSignature

@@ -82,7 +82,7 @@ class HostFacts:
     venv_exists: bool = False
     venv_version: Optional[str] = None
     venv_packages: dict[str, str] = field(default_factory=dict)
-    venv_complete: bool = False  # its creation finished (marker), see tasks/plan.py venv_ok
+    venv_complete: bool = False  # its creation finished (marker), see tasks/packages.py venv_ok
     venv_installed: Optional[str] = None  # the requirements the last complete install step installed
     room: Optional[Room] = None  # can labhop write below the prefix, and how much
     rmate_link: Optional[str] = None

@@ -19,7 +19,8 @@ from labhop.errors import LabhopError
 from labhop.executor import upload
 from labhop.offline.install import bundle_name, offline_reason, plan_push
 from labhop.remote import source
-from labhop.plan import PACKAGES, plan_provision
+from labhop.packages import PACKAGES
+from labhop.plan import plan_provision
 from labhop.target.probe import IndexCheck, parse_facts
 from labhop.settings import resolve_settings
 from labhop.offline.signature import parse_signature
