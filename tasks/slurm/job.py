@@ -99,6 +99,8 @@ def address():
         return "0.0.0.0"
 def free(addr, port):
     s = socket.socket()
+    # as JupyterLab binds (tornado sets SO_REUSEADDR): a listener makes it fail, TIME_WAIT leftovers do not
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((addr, port)); return port
     except OSError:

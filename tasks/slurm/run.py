@@ -5,10 +5,13 @@ commands on the login node over the session's connection and prints what happene
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .. import shell
 from ..errors import LabhopError
@@ -26,6 +29,7 @@ QUERY_SOURCE = r'''
 import json, os, shutil, subprocess, sys, time
 d = os.path.join(os.path.expanduser(sys.argv[1]), "slurm")
 fmt = sys.argv[2]
+only = sys.argv[3] if len(sys.argv) > 3 else ""  # ask about this job instead of the recorded one
 out = {"now": time.strftime("%Y-%m-%dT%H:%M:%S"), "sbatch": shutil.which("sbatch"), "dir": os.path.isdir(d)}
 def read(name):
     try:
@@ -40,6 +44,8 @@ for key, name in (("job", "job.json"), ("endpoint", "endpoint.json")):
         out[key] = None
 out["config"] = read("jupyter/jupyter_server_config.py")
 job = out["job"] if isinstance(out["job"], dict) else None
+if only:
+    job = {"id": only, "cluster": sys.argv[4] if len(sys.argv) > 4 else ""}
 if job and shutil.which("squeue"):
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith("SQUEUE_") and k != "SLURM_CLUSTERS")
     env["SLURM_TIME_FORMAT"] = "standard"
@@ -74,8 +80,10 @@ class Query:
         return None
 
 
-def query(c: Any, python: str, prefix: str) -> Query:
-    command = f"{shell.q(python)} - {shell.q(prefix)} {shell.q(FORMAT)}"
+def query(c: Any, python: str, prefix: str, job: Optional[JobRecord] = None) -> Query:
+    """``job``: squeue about that job (not the recorded one); ``Query.state`` is then that job's."""
+    extra = f" {shell.q(job.id)} {shell.q(job.cluster or '')}" if job else ""
+    command = f"{shell.q(python)} - {shell.q(prefix)} {shell.q(FORMAT)}{extra}"
     result = run(c, command, stdin=QUERY_SOURCE, what="asking the login node about the Slurm job")
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -84,12 +92,13 @@ def query(c: Any, python: str, prefix: str) -> Query:
                           f"{result.stdout[-200:]!r}") from None
     record = JobRecord.from_data(data.get("job"))
     state = None
-    if record is not None:
+    asked = job or record
+    if asked is not None:
         sq = data.get("squeue")
         if sq is None:
             state = JobState(UNKNOWN, detail="no squeue on the login node")
         else:
-            state = parse_squeue(record.id, int(sq[0]), sq[1], sq[2])
+            state = parse_squeue(asked.id, int(sq[0]), sq[1], sq[2])
     return Query(now=str(data.get("now", "")), sbatch=data.get("sbatch"), dir_exists=bool(data.get("dir")),
                  record=record, endpoint=Endpoint.from_data(data.get("endpoint")), config=data.get("config"),
                  state=state)
@@ -134,37 +143,68 @@ class Waiter:
         self.wait, self.clock, self.sleep = wait, clock, sleep
 
     def until_up(self, record: JobRecord) -> Query:
+        with _interrupts() as interrupted:
+            try:
+                return self._poll(record, interrupted)
+            except KeyboardInterrupt:
+                try:
+                    cancel(self.c, record)
+                    self.warn(f"interrupted: cancelled job {record.id}, nothing is left queued")
+                except LabhopError as exc:
+                    self.warn(f"interrupted, and cancelling job {record.id} failed: {exc}; `fab stop` cancels it")
+                raise
+
+    def _poll(self, record: JobRecord, interrupted: Callable[[], bool]) -> Query:
         started = self.clock()
         deadline = started + self.wait
         last_line, last_said, delay = "", 0.0, 0.5
-        try:
-            while True:
-                q = query(self.c, self.python, self.prefix)
-                state = q.state or JobState(GONE)
-                if q.serving:
-                    return q
-                if state.ended:
-                    raise LabhopError(f"job {record.id} ended before JupyterLab answered "
-                                      f"({describe(state, now=q.now)}); log: {log_tail(self.c, record)}")
-                line = ("starting JupyterLab on " + state.node) if state.running else describe(state, now=q.now)
-                now = self.clock()
-                if line.split(" (waited")[0] != last_line.split(" (waited")[0] or now - last_said >= 30:
-                    (self.warn if state.state == UNKNOWN else self.say)(f"job {record.id}: {line}")
-                    last_line, last_said = line, now
-                if now >= deadline:
-                    cancel(self.c, record)
-                    raise LabhopError(f"job {record.id} did not serve within {self.wait}s ({line}): cancelled it; "
-                                      f"--wait SECONDS waits longer")
-                # a controller that does not answer gets more room each time; a pending job is asked every 2 s
-                delay = min(delay * 2, 10.0) if state.state == UNKNOWN else (0.5 if state.running else 2.0)
-                self.sleep(max(0.1, min(delay, deadline - now)))
-        except KeyboardInterrupt:
-            try:
+        while True:
+            q = query(self.c, self.python, self.prefix)
+            if interrupted():
+                raise KeyboardInterrupt
+            state = q.state or JobState(GONE)
+            if q.serving:
+                return q
+            if state.ended:
+                raise LabhopError(f"job {record.id} ended before JupyterLab answered "
+                                  f"({describe(state, now=q.now)}); log: {log_tail(self.c, record)}")
+            line = ("starting JupyterLab on " + state.node) if state.running else describe(state, now=q.now)
+            now = self.clock()
+            if line.split(" (waited")[0] != last_line.split(" (waited")[0] or now - last_said >= 30:
+                (self.warn if state.state == UNKNOWN else self.say)(f"job {record.id}: {line}")
+                last_line, last_said = line, now
+            if now >= deadline:
                 cancel(self.c, record)
-                self.warn(f"interrupted: cancelled job {record.id}, nothing is left queued")
-            except LabhopError as exc:
-                self.warn(f"interrupted, and cancelling job {record.id} failed: {exc}; `fab stop` cancels it")
-            raise
+                raise LabhopError(f"job {record.id} did not serve within {self.wait}s ({line}): cancelled it; "
+                                  f"--wait SECONDS waits longer")
+            # a controller that does not answer gets more room each time; a pending job is asked every 2 s
+            delay = min(delay * 2, 10.0) if state.state == UNKNOWN else (0.5 if state.running else 2.0)
+            until = self.clock() + max(0.1, min(delay, deadline - now))
+            while self.clock() < until:
+                if interrupted():
+                    raise KeyboardInterrupt
+                self.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (SIGINT) and SIGTERM while waiting become a flag the wait loop checks between commands: invoke
+    swallows a KeyboardInterrupt raised while a command runs (it sends ^C to the remote stdin instead), which
+    would leave the job queued. Only the main thread may set handlers (a fleet runs hosts in threads)."""
+    hits: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        hits.append(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(hits)
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def apply_files(s: Any, layout: SlurmLayout, q: Query, config: str, *, dry_run: bool) -> ApplyResult:
@@ -217,7 +257,10 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
     started = time.monotonic()
     layout = layout_for(facts)
     slurm = SlurmLayout(layout.prefix)
-    outcome = s.apply(provision_plan, "serve", dry_run=dry_run)
+    for warning in provision_plan.warnings:
+        s.report.warn(warning)
+    s.report.dry_run, s.task = dry_run, "serve"
+    outcome = apply(s.c, provision_plan.steps, dry_run=dry_run, on_step=s.report.step, on_progress=s.report.say)
     q = query(s.c, s.settings.python, s.settings.prefix)
     if not q.sbatch:
         raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
@@ -252,21 +295,27 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
         s.report.say("job script (sbatch --parsable reads it on stdin):")
         for line in script.splitlines():
             s.report.say(f"  | {line}")
-        check = run(s.c, f"{shell.join(sbatch_argv(request, test_only=True))} 2>&1 || true", stdin=script,
-                    what="sbatch --test-only")
-        for line in check.stdout.strip().splitlines():
+        check = run(s.c, f"cd {shell.q(facts.home)} && {shell.join(sbatch_argv(request, test_only=True))} 2>&1; "
+                         f"echo \"rc=$?\"", stdin=script, what="sbatch --test-only")
+        lines = check.stdout.strip().splitlines()
+        verdict = [line for line in lines[:-1] if line.strip()]
+        if not lines or lines[-1] != "rc=0":
+            raise LabhopError(f"sbatch --test-only refused the job: {' | '.join(verdict) or 'no output'}")
+        for line in verdict:
             s.report.say(f"  sbatch --test-only: {line}")
         if why:
             s.report.say(f"  would    {why}")
             changed.append(why)
+        s.report.say(f"serve: dry run, {len(changed)} step(s) would change; nothing was changed or submitted")
         return applied(s.target.name, "serve", changed, unchanged, dry_run=True,
                        seconds=time.monotonic() - started, **job_data(record, state, q.serving, None))
 
     if why is not None:
-        if alive and record is not None:
-            stop_job(s, record)
         s.report.say(f"  changed  {why}")
-        record = submit(s.c, slurm, argv, script, print_)
+        old = record if alive else None
+        record = submit(s.c, slurm, argv, script, print_)  # first: if sbatch refuses, the old job still serves
+        if old is not None:
+            stop_job(s, old)
         on = f" on cluster {record.cluster}" if record.cluster else ""
         s.report.say(f"  changed  submitted job {record.id}{on}; log {record.log}")
         changed.append(f"submit job {record.id}")
@@ -286,8 +335,11 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
     if q.state.low_walltime():
         s.report.warn(f"job {record.id} has only {q.state.time_left} of walltime left")
     s.report.say(f"open: {url}  (after `fab -H {s.target.name} tunnel`)")
+    seconds = time.monotonic() - started
     if not changed:
-        s.report.say(f"serve: nothing to do, job {record.id} serves with these settings")
+        s.report.say(f"serve: nothing to do, job {record.id} serves with these settings ({seconds:.1f}s)")
+    else:
+        s.report.say(f"serve: {len(changed)} changed, {unchanged} unchanged ({seconds:.1f}s)")
     return applied(s.target.name, "serve", changed, unchanged, seconds=time.monotonic() - started,
                    **job_data(record, q.state, endpoint, url, q.now))
 
@@ -297,8 +349,8 @@ def stop_job(s: Any, record: JobRecord, *, timeout: float = 60) -> None:
     cancel(s.c, record)
     deadline = time.monotonic() + timeout
     while True:
-        q = query(s.c, s.settings.python, s.settings.prefix)
-        if q.state is None or q.state.ended or (q.record is not None and q.record.id != record.id):
+        q = query(s.c, s.settings.python, s.settings.prefix, job=record)
+        if q.state is None or q.state.ended:
             s.report.say(f"  changed  cancelled job {record.id} ({q.state.state if q.state else 'gone'})")
             return
         if time.monotonic() > deadline:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import socket
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 from tests.harness.kernel import run_cell, split_url
 from tests.harness.slurm import SlurmCluster
-from tests.support import FabResult, Workspace
+from tests.support import FAB, REPO, FabResult, Workspace
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +43,47 @@ class Scene:
 
     def squeue(self) -> str:
         return self.login("squeue --states=all -h -o '%i %T %N'")
+
+    def state_of(self, job: str) -> str:
+        return self.login(f"squeue --states=all -h -j {job} -o %T").strip()
+
+    def start(self, *args: str) -> "Running":
+        """`fab -H login ARGS` in the background, its output collected line by line."""
+        argv = [FAB, "-r", str(REPO), "-S", str(self.ws.ssh_config), "-H", "login", *args]
+        proc = subprocess.Popen(argv, cwd=self.ws.root, env=self.ws.env({"XDG_STATE_HOME": str(self.state)}),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True)
+        return Running(proc)
+
+
+class Running:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return self.output
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not in the output:\n{self.output}")
+
+    def finish(self, timeout: float = 180) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +148,8 @@ def test_serve_slurm_runs_jupyterlab_on_the_node_and_a_kernel_there_through_the_
 
 def test_serve_slurm_again_changes_nothing(scene: Scene) -> None:
     again = scene.fab("serve", "--slurm").ok().output
-    assert "nothing to do" in again and "submitted" not in again, again
+    assert f"serve: nothing to do, job {_job(scene.serve_out)} serves" in again, again
+    assert "submitted" not in again and "changed" not in again, again
     assert _job(again) == _job(scene.serve_out)
 
 
@@ -128,6 +173,122 @@ def test_zz_stop_cancels_the_job_and_waits_until_it_is_gone(scene: Scene) -> Non
     assert f"job {job} ended: CANCELLED" in status and "serve --slurm` submits a new job" in status, status
     again = scene.fab("stop").ok().output
     assert "ended: CANCELLED" in again
+
+
+# -- faults -------------------------------------------------------------------------------------------
+
+def test_a_job_cancelled_behind_labhops_back_and_a_busy_port_on_the_node(scene: Scene) -> None:
+    first = scene.fab("serve", "--slurm").ok().output
+    job = _job(first)
+    scene.cluster.login_run("scancel", job)
+    _until(lambda: scene.state_of(job) == "CANCELLED", f"job {job} cancelled")
+    status = scene.fab("status").ok().output
+    assert f"job {job} ended: CANCELLED" in status and "last lines of" in status, status
+    # the node's port 8888 is taken by someone else: the job takes another one and says so
+    squatter = scene.cluster.node_popen("python3", "-c", _LISTEN, scene.cluster.node_address, "8888")
+    try:
+        _until(lambda: "ok" in scene.cluster.node_run("python3", "-c", _CONNECT, scene.cluster.node_address,
+                                                         "8888").stdout, "the squatter listens")
+        again = scene.fab("serve", "--slurm").ok().output
+        assert f"job {job} ended: CANCELLED" in again and "submit a new one" in again, again
+        new = _job(again)
+        assert new != job
+        endpoint = json.loads(scene.login(f"cat {scene.prefix}/slurm/endpoint.json"))
+        assert endpoint["job"] == new and endpoint["port"] != 8888
+        assert "port 8888 is taken on node1" in scene.fab("logs").ok().stdout
+        assert f":{endpoint['port']}/lab?token=" in again
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def test_ctrl_c_while_pending_cancels_the_job(scene: Scene) -> None:
+    scene.cluster.drain()
+    try:
+        run = scene.start("serve", "--slurm", "--time", "19")
+        out = run.wait_for("pending:")
+        job = re.findall(r"submitted job (\d+)", out)[-1]
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish() == 130, run.output
+        assert f"interrupted: cancelled job {job}, nothing is left queued" in run.output, run.output
+        assert scene.state_of(job) == "CANCELLED"
+        # the previous job was cancelled once the new one was queued: settings changed
+        assert "settings changed" in run.output
+
+        timed = scene.fab("serve", "--slurm", "--wait", "3")
+        assert timed.returncode == 1, timed.output
+        assert re.search(r"did not serve within 3s \(pending: .*\): cancelled it", timed.output), timed.output
+        assert scene.state_of(_job(timed.output)) == "CANCELLED"
+    finally:
+        scene.cluster.resume()
+
+
+def test_slurmctld_restarted_while_labhop_waits(scene: Scene) -> None:
+    scene.cluster.drain()
+    resumed = False
+    try:
+        run = scene.start("serve", "--slurm", "--time", "18")
+        run.wait_for("pending:")
+        scene.cluster.restart_slurmctld(downtime=4)
+        scene.cluster.wait_node(("drained", "draining", "drained*"), timeout=60)
+        scene.cluster.resume()
+        resumed = True
+        assert run.finish() == 0, run.output
+        assert "RUNNING on node1" in run.output and "open: http://127.0.0.1:" in run.output
+    finally:
+        if not resumed:
+            scene.cluster.resume()
+
+
+def test_sbatch_refusing_and_a_job_dying_before_it_answers(scene: Scene) -> None:
+    running = _job(scene.fab("status").ok().output)
+    refused = scene.fab("serve", "--slurm", "--partition", "nope")
+    assert refused.returncode == 1 and "sbatch refused the job" in refused.output, refused.output
+    assert "invalid partition" in refused.output.lower()
+    assert scene.state_of(running) == "RUNNING"  # the job that serves is left alone
+    dry = scene.fab("serve", "--slurm", "--dry-run", "--partition", "nope")
+    assert dry.returncode == 1 and "#SBATCH --partition=nope" in dry.output, dry.output
+    assert "sbatch --test-only refused the job" in dry.output and "invalid partition" in dry.output.lower()
+    dry = scene.fab("serve", "--slurm", "--dry-run", "--time", "5").ok().output
+    assert "#SBATCH --job-name=labhop-jupyter" in dry and "sbatch --test-only: " in dry, dry
+    assert "would    settings changed" in dry and scene.state_of(running) == "RUNNING"
+    dead = scene.fab("serve", "--slurm", "--sbatch-arg=--export=ALL,PYTHONHOME=/nonexistent")
+    assert dead.returncode == 1, dead.output
+    assert re.search(r"job \d+ ended before JupyterLab answered \(ended: FAILED", dead.output), dead.output
+    assert "cannot run JupyterLab on node1" in dead.output
+
+
+def test_bad_slurm_flags_are_usage_errors_before_connecting(scene: Scene) -> None:
+    for args, text in ((("--slurm", "--time", "4h"), "--time: '4h' is not a Slurm time limit"),
+                       (("--partition", "gpu"), "--partition needs --slurm")):
+        res = scene.fab("serve", *args, host="nowhere.invalid")
+        assert res.returncode == 2 and text in res.stderr, res.output
+
+
+def test_zzz_walltime_running_out(scene: Scene) -> None:
+    out = scene.fab("serve", "--slurm", "--time", "1").ok().output
+    job = _job(out)
+    assert re.search(rf"warning: job {job} has only 0:\d\d of walltime left", out), out
+    _until(lambda: scene.state_of(job) == "TIMEOUT", f"job {job} timed out", timeout=120)
+    status = scene.fab("status").ok().output
+    assert f"job {job} ended: TIMEOUT" in status, status
+
+
+def _until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+_LISTEN = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(5)
+time.sleep(600)
+"""
 
 
 def _free_port() -> int:
