@@ -58,6 +58,11 @@ class JobState:
         return self.state in ENDED or self.state in (GONE, "COMPLETING")
 
     @property
+    def over(self) -> bool:
+        """Ended and gone from the node (not COMPLETING any more)."""
+        return self.state in ENDED or self.state == GONE
+
+    @property
     def known(self) -> bool:
         return self.state != UNKNOWN
 

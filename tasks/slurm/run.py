@@ -350,7 +350,7 @@ def stop_job(s: Any, record: JobRecord, *, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         q = query(s.c, s.settings.python, s.settings.prefix, job=record)
-        if q.state is None or q.state.ended:
+        if q.state is None or q.state.over:
             s.report.say(f"  changed  cancelled job {record.id} ({q.state.state if q.state else 'gone'})")
             return
         if time.monotonic() > deadline:
@@ -385,7 +385,7 @@ def stop(s: Any) -> Optional[HostResult]:
     q = query(s.c, s.settings.python, s.settings.prefix)
     if q.record is None:
         return None
-    if q.state is not None and q.state.ended:
+    if q.state is not None and q.state.over:
         s.report.say(f"  ok       job {q.record.id}: {describe(q.state, now=q.now)}")
         return applied(s.target.name, "stop", [], 1, **job_data(q.record, q.state, None, None))
     stop_job(s, q.record)
