@@ -20,8 +20,22 @@ from .plan import layout_for, plan_provision, plan_serve, plan_stop, server_sett
 DEFAULT_LOG_LINES = 50
 
 
-def provision(c: Any, *, dry_run: bool, json_out: bool, offline: bool) -> HostResult:
-    s = open_session(c, json_out=json_out, offline=offline or None)
+@dataclass(frozen=True)
+class KernelFlags:
+    """--kernel, --add-ipykernel, --with (each repeatable; added to the inventory's lists for this run)."""
+
+    kernels: tuple[str, ...] = ()
+    add_ipykernel: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        return {"kernels": list(self.kernels), "add_ipykernel": list(self.add_ipykernel),
+                "packages": list(self.packages)}
+
+
+def provision(c: Any, *, dry_run: bool, json_out: bool, offline: bool,
+              kernels: KernelFlags = KernelFlags()) -> HostResult:
+    s = open_session(c, json_out=json_out, offline=offline or None, **kernels.settings())
     facts = s.lock_and_probe("provision", dry_run=dry_run, install=True)
     wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
     return s.result(s.apply(plan_provision(facts, s.settings, wheels), "provision", dry_run=dry_run))
@@ -41,6 +55,7 @@ class ServeFlags:
     insecure_http: bool = False
     slurm: bool = False
     slurm_flags: tuple[tuple[str, Any], ...] = ()  # labhop.slurm.options.SCHEMA keys -> value or None
+    kernels: KernelFlags = KernelFlags()
 
 
 def slurm_request(s: Any, flags: ServeFlags) -> Any:
@@ -67,7 +82,7 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
     from .server import hashed_password_for, token_for, url_for
 
     s = open_session(c, json_out=json_out, public=flags.public or None, port=flags.port, ip=flags.ip,
-                     root_dir=flags.root_dir, offline=offline or None, connect=False)
+                     root_dir=flags.root_dir, offline=offline or None, connect=False, **flags.kernels.settings())
     request = slurm_request(s, flags)
     s.connect()
     if request is not None:
@@ -99,6 +114,7 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
 
 
 def status(c: Any, *, json_out: bool) -> HostResult:
+    from .kernels import kernel_facts, kernel_lines, registered_kernels
     from .server import status_lines, status_of
     from .tunnel.forward import status_data
     from .tunnel.forward import status_lines as tunnel_lines
@@ -110,9 +126,10 @@ def status(c: Any, *, json_out: bool) -> HostResult:
     st = status_of(s.target.name, facts, s.target.address)
     job = slurm_run.status(s) if facts.slurm_job else None
     lines = status_lines(st) if job is None or st.running or st.stale_pid else []
-    for line in lines + tunnel_lines(s.target.name):
+    kernels = registered_kernels(kernel_facts(facts.kernels))
+    for line in lines + kernel_lines(kernels) + tunnel_lines(s.target.name):
         s.report.say(line)
-    data = {**st.as_dict(), "tunnels": status_data(s.target.name)}
+    data = {**st.as_dict(), "tunnels": status_data(s.target.name), "kernels": kernels}
     if job is not None:  # a job's url/running stand for the host unless a server also runs on the login node
         data.update({k: v for k, v in job.items() if k not in ("url", "running") or not st.running})
     return observed("status", data)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from invoke.exceptions import Exit
 
 from .ssh.connect import Target, open_chain, resolve_target
-from .errors import LabhopError
+from .errors import LabhopError, UsageError
 from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
 from .inventory import current_inventory
 from .target.layout import Layout
@@ -35,6 +35,7 @@ class Session:
     settings: HostSettings
     report: Reporter
     task: str = ""
+    problems: list[str] = field(default_factory=list)  # inventory entries the last plan could not honour
     # What this session holds until its task ends (the target's lock): closed by ``edge``.
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -77,10 +78,18 @@ class Session:
         self.task = task
         outcome = apply(self.c, plan.steps, dry_run=dry_run, on_step=self.report.step, on_progress=self.report.say)
         self.report.summary(task, outcome)
+        for note in plan.notes:
+            self.report.say(note)
+        for problem in plan.problems:
+            self.report.warn(problem)
+        self.problems = list(plan.problems)
         return outcome
 
     def result(self, outcome: ApplyResult, **data: Any) -> HostResult:
-        """What the last ``apply`` did here, for the fleet summary and ``--json``."""
+        """What the last ``apply`` did here, for the fleet summary and ``--json``.
+        Inventory entries it could not honour (said one line each already) make it a usage error."""
+        if self.problems:
+            raise UsageError(f"{'; '.join(self.problems)} (everything else is done)")
         changed = [f"{r.step.description} {r.note}".strip() for r in outcome.changed]
         return applied(self.target.name, self.task, changed, len(outcome.results) - len(changed),
                        dry_run=self.report.dry_run, seconds=outcome.seconds, **data)

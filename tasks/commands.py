@@ -37,13 +37,30 @@ class LabhopTask(Task):  # type: ignore[misc]  # Fabric ships no types
 JSON_HELP = "print one JSON document with every host's result on stdout (human text goes to stderr)"
 OFFLINE_HELP = "install from a wheelhouse pushed over SSH, not from the target's package index (found automatically)"
 DRY_RUN_HELP = "probe the host and print the plan; change nothing"
+KERNEL_HELP = {
+    "kernel": "an environment (venv or conda dir) or interpreter on the target to offer as a kernel, besides "
+              "`kernels` in inventory.toml and conda's environments (repeatable)",
+    "add-ipykernel": "install ipykernel into this environment (its path, or a conda env's name) so that it becomes "
+                     "a kernel; never done unasked (repeatable)",
+    "with": "an extra package for labhop's venv (the default kernel), pip's syntax, e.g. 'pandas==2.2.*'; adds to "
+            "`packages` in inventory.toml (repeatable)",
+}
+KERNEL_FLAGS = ["kernel", "add_ipykernel", "with_"]
 
 
-@task(klass=LabhopTask, help={"dry-run": DRY_RUN_HELP, "json": JSON_HELP, "offline": OFFLINE_HELP})
+def kernel_flags(kernel: Any, add_ipykernel: Any, with_: Any) -> actions.KernelFlags:
+    return actions.KernelFlags(kernels=tuple(kernel or ()), add_ipykernel=tuple(add_ipykernel or ()),
+                               packages=tuple(with_ or ()))
+
+
+@task(klass=LabhopTask, help={"dry-run": DRY_RUN_HELP, "json": JSON_HELP, "offline": OFFLINE_HELP, **KERNEL_HELP},
+      iterable=KERNEL_FLAGS)
 @edge
-def provision(c, dry_run=False, json_=False, offline=False):
-    """Install JupyterLab, bcrypt and rmate into an isolated venv on the target (idempotent)."""
-    return actions.provision(c, dry_run=dry_run, json_out=json_, offline=offline)
+def provision(c, dry_run=False, json_=False, offline=False, kernel=None, add_ipykernel=None, with_=None):
+    """Install JupyterLab, bcrypt and rmate into an isolated venv on the target, and offer the target's
+    environments as kernels (idempotent)."""
+    return actions.provision(c, dry_run=dry_run, json_out=json_, offline=offline,
+                             kernels=kernel_flags(kernel, add_ipykernel, with_))
 
 
 @task(klass=LabhopTask, help={
@@ -65,11 +82,13 @@ def provision(c, dry_run=False, json_=False, offline=False):
     "mem": "with --slurm: sbatch --mem (e.g. 16G)", "constraint": "with --slurm: sbatch --constraint",
     "sbatch-arg": "with --slurm: more sbatch options, e.g. --sbatch-arg=--nodelist=node3 (repeatable)",
     "wait": "with --slurm: seconds a pending job may wait before labhop cancels it (default 600)",
-}, iterable=["sbatch_arg"])
+    **KERNEL_HELP,
+}, iterable=["sbatch_arg", *KERNEL_FLAGS])
 @edge
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
           insecure_http=False, dry_run=False, json_=False, offline=False, slurm=False, partition=None, time=None,
-          account=None, qos=None, gpus=None, cpus=None, mem=None, constraint=None, sbatch_arg=None, wait=None):
+          account=None, qos=None, gpus=None, cpus=None, mem=None, constraint=None, sbatch_arg=None, wait=None,
+          kernel=None, add_ipykernel=None, with_=None):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL.
     """
     slurm_flags = {"partition": flag(partition), "time": flag(time), "account": flag(account), "qos": flag(qos),
@@ -78,14 +97,14 @@ def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None
     return actions.serve(c, actions.ServeFlags(
         public=public, port=flag(port), ip=flag(ip), root_dir=flag(root_dir), password_file=flag(password_file),
         certfile=flag(certfile), keyfile=flag(keyfile), insecure_http=insecure_http, slurm=slurm,
-        slurm_flags=tuple(slurm_flags.items())),
+        slurm_flags=tuple(slurm_flags.items()), kernels=kernel_flags(kernel, add_ipykernel, with_)),
         dry_run=dry_run, json_out=json_, offline=offline)
 
 
 @task(klass=LabhopTask, help={"json": JSON_HELP})
 @edge
 def status(c, json_=False):
-    """Is JupyterLab running on the target: pid, port, variant, URL, since when."""
+    """Is JupyterLab running on the target: pid, port, variant, URL, since when; the kernels labhop registered."""
     return actions.status(c, json_out=json_)
 
 

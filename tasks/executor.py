@@ -106,10 +106,12 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
 def probe_arguments(settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
                     install: bool = False) -> str:
     """The probe's argv[1] (see ``probe``), also handed to the lock holder that probes once locked."""
-    from .packages import PACKAGES
+    from .kernels import probe_request
+    from .packages import wanted_packages
 
     return probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
-                      packages=tuple(PACKAGES) if install else ())
+                      packages=tuple(wanted_packages(settings)) if install else (),
+                      kernels=probe_request(settings) if install else None)
 
 
 def apply(c: Any, steps: list[Step], *, dry_run: bool = False,

@@ -42,6 +42,9 @@ class HostEntry:
     offline: Optional[bool] = None
     # [hosts.NAME.slurm]: what `serve --slurm` asks the scheduler for (labhop.slurm.options.SCHEMA), sorted pairs
     slurm: Optional[tuple[tuple[str, Any], ...]] = None
+    kernels: Optional[tuple[str, ...]] = None  # environments / interpreters to offer as kernels
+    conda_kernels: Optional[bool] = None  # conda's environments as kernels too (default true)
+    packages: Optional[tuple[str, ...]] = None  # extra requirements for labhop's own venv
 
 
 # key -> expected TOML type: the single source of truth for validation.
@@ -60,6 +63,9 @@ _SCHEMA: dict[str, type] = {
     "public": bool,
     "offline": bool,
     "slurm": dict,
+    "kernels": list,
+    "conda_kernels": bool,
+    "packages": list,
 }
 assert set(_SCHEMA) == {f.name for f in fields(HostEntry)} - {"name"}
 
@@ -199,6 +205,15 @@ def _validate_settings(settings: dict[str, Any], table: str, fail: Callable[...,
             raise fail(f"{key!r} in [{table}] must be a port number 1-65535, got {value}", table, key)
         if key == "jump" and not all(isinstance(j, str) and j for j in value):
             raise fail(f"'jump' in [{table}] must be a list of host names, outermost first", table, key)
+        if key == "kernels" and not all(isinstance(k, str) and k.strip() for k in value):
+            raise fail(f"'kernels' in [{table}] must be a list of paths (environments or interpreters)", table, key)
+        if key == "packages":
+            from .packages import requirement_error
+
+            for item in value:
+                problem = requirement_error(item)
+                if problem:
+                    raise fail(f"'packages' in [{table}]: {problem}", table, key)
         if key == "slurm":
             _validate_slurm(value, f"{table}.slurm", fail)
 
@@ -219,8 +234,9 @@ def _validate_slurm(settings: dict[str, Any], table: str, fail: Any) -> None:
 
 def _freeze(settings: dict[str, Any]) -> None:
     """Lists and tables as tuples: a HostEntry is frozen."""
-    if "jump" in settings:
-        settings["jump"] = tuple(settings["jump"])
+    for key in ("jump", "kernels", "packages"):
+        if key in settings:
+            settings[key] = tuple(settings[key])
     if "slurm" in settings:
         settings["slurm"] = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                          for k, v in settings["slurm"].items()))

@@ -47,6 +47,13 @@ def scheme_of(tls: bool) -> str:
     return "https" if tls else "http"
 
 
+_DATA_PATH = '''
+import os  # noqa: E402
+_path = [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p and p != {data_dir!r}]
+os.environ["JUPYTER_PATH"] = os.pathsep.join([{data_dir!r}] + _path)
+'''
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     ip: str
@@ -58,6 +65,7 @@ class ServerSettings:
     allow_root: bool = False
     certfile: Optional[str] = None
     keyfile: Optional[str] = None
+    data_dir: Optional[str] = None  # first on Jupyter's data path: labhop's kernelspecs (tasks/kernels.py)
 
     @property
     def variant(self) -> str:
@@ -101,6 +109,12 @@ def render(settings: ServerSettings) -> str:
         pins.append(("allow_root", True))
     for name, value in pins:
         setting(f"NotebookApp.{name}", value)
+    if settings.data_dir:
+        # The user's environments as kernels (DATA_DIR/kernels): first on Jupyter's data path, before
+        # ~/.local/share/jupyter, which stays the user's. KernelSpecManager.kernel_dirs is not
+        # configurable; it is JUPYTER_PATH as this file leaves it, fixed when the server starts. The
+        # directories are rescanned on every kernelspec request: kernels added later need no restart.
+        lines.append(_DATA_PATH.format(data_dir=settings.data_dir))
     if settings.public:
         if not settings.hashed_password:
             raise ValueError("the public variant needs a password hash")

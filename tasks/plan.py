@@ -23,7 +23,8 @@ from .target.probe import MIN_PYTHON, HostFacts
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
 from .offline.wheelhouse import Manifest
-from .packages import INSTALLED_MARK, PACKAGES, install_complete, missing_packages, venv_ok
+from .packages import (PACKAGES, install_complete, installed_mark, installed_versions,
+                       missing_packages, unlisted_packages, venv_ok, wanted_packages)
 
 READY_TIMEOUT = 90
 
@@ -32,10 +33,16 @@ READY_TIMEOUT = 90
 class Plan:
     steps: list[Step] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said after the steps (environments left without a kernel)
+    # Inventory entries that could not be honoured (a named environment that is not one): the rest of
+    # the plan still runs, then the task exits 2 naming them.
+    problems: list[str] = field(default_factory=list)
 
     def extend(self, other: "Plan") -> None:
         self.steps.extend(other.steps)
         self.warnings.extend(other.warnings)
+        self.notes.extend(other.notes)
+        self.problems.extend(other.problems)
 
 
 def layout_for(facts: HostFacts) -> Layout:
@@ -70,7 +77,8 @@ def require_room(facts: HostFacts, plan: Plan) -> None:
     need, what = ROOM_FOR_FILES, "writing the server's files"
     if not venv_ok(facts):
         need, what = ROOM_FOR_VENV, "a virtual environment with JupyterLab"
-    elif missing_packages(facts):
+    elif any(isinstance(step, Command) and step.description.startswith("install ")
+             and f" into {posixpath.join(facts.prefix, 'venv')}" in step.description for step in plan.steps):
         need, what = ROOM_FOR_INSTALL, "installing the missing packages"
     if room.free < need:
         raise LabhopError(f"only {_mib(room.free)} free below {room.dir}; {what} needs about {_mib(need)}: "
@@ -100,7 +108,8 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
     else:
         steps.append(Command(f"create {layout.prefix} (0700)", shell.mkdir_private(layout.prefix)))
 
-    missing = missing_packages(facts)
+    wanted = wanted_packages(settings)
+    missing = missing_packages(facts, settings)
     offline = offline_reason(facts, settings) if missing else None
     manifest = require_manifest(wheelhouse, offline) if offline else None
     if manifest is not None:
@@ -128,31 +137,55 @@ def plan_provision(facts: HostFacts, settings: HostSettings, wheelhouse: Optiona
         steps.append(completing(venv, facts, layout.venv_mark))
 
     install_mark = layout.install_mark
+    mark = installed_mark(settings)
     unfinished = venv_ok(facts) and not install_complete(facts)
+    extras = [n for n in wanted if n not in PACKAGES]
+    left = unlisted_packages(facts, settings)
     if missing and manifest is not None and offline:
-        step = offline_install_step(facts, layout, manifest, [PACKAGES[n] for n in missing], missing)
-        steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
+        step = offline_install_step(facts, layout, manifest, [wanted[n] for n in missing], missing)
+        steps.append(completing(step, facts, install_mark, mark))
     elif missing:
-        step = install_step(facts, layout, missing, uv, how)
+        step = install_step(facts, layout, missing, uv, how, [wanted[n] for n in missing])
         if unfinished:
             step = replace(step, description=f"{step.description} (the last install did not finish)")
-        steps.append(completing(step, facts, install_mark, INSTALLED_MARK))
+        if left:  # its mark replaces the record: say what the list dropped (see unlisted_packages)
+            step = replace(step, description=f"{step.description}; {', '.join(left)} no longer listed, "
+                                             f"left installed")
+        steps.append(completing(step, facts, install_mark, mark))
     else:
-        versions = ", ".join(f"{n} {facts.venv_packages[n]}" for n in PACKAGES)
-        steps.append(Skip("install JupyterLab, bcrypt, rmate", f"installed ({versions})"))
+        have = installed_versions(facts)
+        versions = ", ".join(f"{n} {have[n]}" for n in wanted)
+        steps.append(Skip(f"install JupyterLab, bcrypt, rmate{''.join(', ' + n for n in extras)}",
+                          f"installed ({versions})"))
+        if left:
+            # Only the record changes: what the list no longer names stays installed (see unlisted_packages).
+            names = ", ".join(left)
+            steps.append(WriteFile(f"record the venv's packages: {names} no longer listed, left installed "
+                                   f"(`{layout.venv_python} -m pip uninstall` removes them)", install_mark, mark))
 
     plan.extend(plan_rmate_on_path(facts, layout))
+    plan.extend(plan_kernel_steps(facts, settings, layout))
     require_room(facts, plan)
     return plan
 
 
+def plan_kernel_steps(facts: HostFacts, settings: HostSettings, layout: Layout) -> Plan:
+    """The user's environments as kernels (tasks/kernels.py), from what the probe discovered."""
+    from .kernels import kernel_facts, plan_kernels
+
+    kernels = plan_kernels(kernel_facts(facts.kernels), settings, layout, home=facts.home,
+                           python=facts.python_executable, uv=facts.uv)
+    return Plan(steps=kernels.steps, notes=kernels.notes, problems=kernels.problems)
+
+
 def install_step(facts: HostFacts, layout: Layout, missing: list[str], uv: Optional[str] = None,
-                 how: str = "") -> Command:
+                 how: str = "", requirements: Optional[list[str]] = None) -> Command:
     """Install the missing packages from the target's index: with ``uv`` (tasks/offline/online.py:
     the target's pip settings, the system trust store) when it runs there, else with pip."""
     index = f" from {facts.index.url}" if facts.index is not None else ""
     return Command(f"install {', '.join(missing)} into {layout.venv}{index}",
                    online_install_command(facts.python_executable, uv, how, layout.venv_python,
+                                          requirements if requirements is not None else
                                           [PACKAGES[name] for name in missing]), note=True)
 
 
@@ -205,7 +238,8 @@ def server_settings(facts: HostFacts, settings: HostSettings, *, token: Optional
         ip=settings.ip, port=settings.port, root_dir=expand_home(settings.root_dir, facts.home),
         public=settings.public, token=None if settings.public else token,
         hashed_password=hashed_password if settings.public else None,
-        allow_root=facts.is_root, certfile=certfile, keyfile=keyfile)
+        allow_root=facts.is_root, certfile=certfile, keyfile=keyfile,
+        data_dir=layout_for(facts).path("data_dir"))
 
 
 def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,

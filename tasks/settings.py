@@ -29,6 +29,10 @@ class HostSettings:
     root_dir: str = "~"
     public: bool = False
     offline: bool = False
+    kernels: tuple[str, ...] = ()  # named environments / interpreters (inventory `kernels`, --kernel)
+    conda_kernels: bool = True
+    add_ipykernel: tuple[str, ...] = ()  # environments to install ipykernel into (only when asked)
+    packages: tuple[str, ...] = ()  # extra requirements for labhop's venv (inventory `packages`, --with)
 
 
 def parse_port(value: object, where: str) -> int:
@@ -43,7 +47,8 @@ def parse_port(value: object, where: str) -> int:
 
 def resolve_settings(entry: Optional[HostEntry], *, port: Optional[object] = None, ip: Optional[str] = None,
                      root_dir: Optional[str] = None, public: Optional[bool] = None,
-                     offline: Optional[bool] = None) -> HostSettings:
+                     offline: Optional[bool] = None, kernels: Optional[list[str]] = None,
+                     add_ipykernel: Optional[list[str]] = None, packages: Optional[list[str]] = None) -> HostSettings:
     """Merge CLI values (``None`` = not given) over the inventory entry over defaults."""
     e = entry or HostEntry(name="")
 
@@ -75,4 +80,23 @@ def resolve_settings(entry: Optional[HostEntry], *, port: Optional[object] = Non
         root_dir=pick(root_dir, e.root_dir, "~"),
         public=is_public,
         offline=bool(pick(offline, e.offline, False)),
+        kernels=_union(e.kernels or (), kernels or ()),
+        conda_kernels=bool(pick(None, e.conda_kernels, True)),
+        add_ipykernel=_union((), add_ipykernel or ()),
+        packages=_union(e.packages or (), _checked(packages or (), "--with")),
     )
+
+
+def _union(*lists: "tuple[str, ...] | list[str]") -> tuple[str, ...]:
+    """Inventory values, then flags: each once, in order (flags add to the inventory's list for this run)."""
+    return tuple(dict.fromkeys(item.strip() for items in lists for item in items if item.strip()))
+
+
+def _checked(requirements: "tuple[str, ...] | list[str]", flag: str) -> "tuple[str, ...] | list[str]":
+    from .packages import requirement_error
+
+    for item in requirements:
+        problem = requirement_error(item)
+        if problem:
+            raise UsageError(f"{flag} {item!r}: {problem}")
+    return requirements

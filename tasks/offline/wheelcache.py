@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import LabhopError
 from .install import mb, offline_reason
 from ..target.layout import Layout
-from ..packages import PACKAGES, missing_packages
+from ..packages import missing_packages, wanted_packages
 from ..target.probe import HostFacts
 from ..settings import HostSettings
 from .signature import TargetSignature
@@ -50,7 +50,7 @@ def wheelhouse_for(facts: HostFacts, settings: HostSettings, say: Say, *, dry_ru
     """The wheels this provision pushes: none when there is nothing to install; every wheel when the
     target cannot reach its index; uv's alone when it can (tasks/offline/online.py). Built now if not
     cached (a dry run only says it would)."""
-    if not missing_packages(facts):
+    if not missing_packages(facts, settings):
         return None
     reason = offline_reason(facts, settings)
     if reason is None:
@@ -58,7 +58,7 @@ def wheelhouse_for(facts: HostFacts, settings: HostSettings, say: Say, *, dry_ru
     if facts.signature is None:
         raise LabhopError("the host probe reported no interpreter signature; cannot choose wheels for it")
     say(f"installing without a package index: {reason}")
-    return ensure_wheelhouse(facts.signature, list(PACKAGES.values()), say, build=not dry_run)
+    return ensure_wheelhouse(facts.signature, list(wanted_packages(settings).values()), say, build=not dry_run)
 
 
 def uv_wheel_for(facts: HostFacts, say: Say, *, dry_run: bool = False) -> Optional[Manifest]:

@@ -47,6 +47,7 @@ def gather(t):
     out["ssh_address"] = ssh_address()
     out["server"] = server(t)
     out["port_free"] = port_free(t.args.get("ip"), t.args.get("port"))
+    out["kernels"] = kernels(t)
     return out
 
 
@@ -371,6 +372,194 @@ def port_free(ip, port):
         return False
     finally:
         s.close()
+
+
+# -- kernels: the user's environments, read from their files (cheap: this is on every run's path); an
+# interpreter runs only for a bare one named by the user (/usr/bin/python3.12), conda only when on PATH.
+
+CONDA_REGISTRY = os.path.join(".conda", "environments.txt")
+# For a bare interpreter: where it lives, its version, whether it imports ipykernel.
+INTERPRETER_QUERY = (
+    "import json, sys\n"
+    "try:\n"
+    "    from importlib.util import find_spec\n"
+    "    has = find_spec('ipykernel') is not None\n"
+    "except ImportError:\n"
+    "    import imp\n"
+    "    try: imp.find_module('ipykernel'); has = True\n"
+    "    except ImportError: has = False\n"
+    "print(json.dumps([sys.prefix, list(sys.version_info[:3]), has]))\n"
+)
+
+
+def parse_conda_json(text):
+    """``conda env list --json`` -> the environment paths it lists, in its order."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    envs = data.get("envs") if isinstance(data, dict) else None
+    if not isinstance(envs, list):
+        return None
+    return [e for e in envs if isinstance(e, str) and e]
+
+
+def parse_conda_registry(text):
+    """conda's ``~/.conda/environments.txt``: one path a line; blank lines and # comments skipped."""
+    paths = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and line not in paths:
+            paths.append(line)
+    return paths
+
+
+def conda_paths(home, which):
+    """Conda's environments: conda itself when it is on the PATH, else its registry file.
+    Returns (paths, source); paths that no longer exist are dropped (conda leaves them listed)."""
+    import subprocess
+    conda = os.environ.get("CONDA_EXE") or which("conda")
+    paths, source = None, None
+    if conda:
+        try:
+            proc = subprocess.Popen([conda, "env", "list", "--json"], stdin=open(os.devnull),
+                                    stdout=subprocess.PIPE, stderr=open(os.devnull, "w"))
+            out = proc.communicate(timeout=30)[0]
+            if proc.returncode == 0:
+                paths, source = parse_conda_json(out.decode("utf-8", "replace")), conda + " env list --json"
+        except Exception:
+            paths = None
+    if paths is None:
+        registry = os.path.join(home, CONDA_REGISTRY)
+        try:
+            with open(registry) as f:
+                paths, source = parse_conda_registry(f.read()), registry
+        except (IOError, OSError):
+            return [], None
+    return [p for p in paths if os.path.isdir(p)], source
+
+
+def expand_home(path, home):
+    if path == "~":
+        return home
+    if path.startswith("~/"):
+        return os.path.join(home, path[2:])
+    return path
+
+
+def env_version(prefix):
+    """The Python version of an environment directory, from its files (no interpreter run)."""
+    import glob
+    try:
+        with open(os.path.join(prefix, "pyvenv.cfg")) as f:
+            for line in f:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version", "version_info"):
+                    return [int(p) for p in value.strip().split(".")[:3] if p.isdigit()]
+    except (IOError, OSError):
+        pass
+    found = []
+    for lib in glob.glob(os.path.join(prefix, "lib", "python[23].*")):
+        parts = os.path.basename(lib)[len("python"):].split(".")
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and os.path.isdir(lib):
+            found.append([int(parts[0]), int(parts[1])])
+    return max(found) if found else None
+
+
+def ipykernel_version(prefix):
+    """ipykernel's version in an environment ("" when only conda's record says it is there), or None."""
+    import glob
+    for info in glob.glob(os.path.join(prefix, "lib", "python*", "site-packages", "ipykernel-*.dist-info")):
+        if os.path.exists(os.path.join(info, "RECORD")):  # written last: a cut install leaves none
+            return os.path.basename(info)[len("ipykernel-"):-len(".dist-info")]
+    return "" if glob.glob(os.path.join(prefix, "conda-meta", "ipykernel-*.json")) else None
+
+
+def describe_env(given, home, source):
+    """One environment (a directory) or interpreter (a file), as the controller plans with it."""
+    import glob
+    import subprocess
+    path = os.path.normpath(expand_home(given, home))
+    env = {"given": given, "source": source, "path": path, "prefix": None, "python": None, "kind": None,
+           "version": None, "ipykernel": None, "error": None}
+    if os.path.isfile(path):
+        # .../bin/python of a venv or conda env stands for that environment.
+        parent = os.path.dirname(os.path.dirname(path))
+        is_env = os.path.isfile(os.path.join(parent, "pyvenv.cfg")) or os.path.isdir(os.path.join(parent, "conda-meta"))
+        if os.path.basename(os.path.dirname(path)) == "bin" and is_env:
+            path = env["path"] = parent
+        else:
+            if not os.access(path, os.X_OK):
+                env["error"] = "is not an executable interpreter"
+                return env
+            env.update(kind="python", python=path)
+            try:
+                proc = subprocess.Popen([path, "-c", INTERPRETER_QUERY], stdin=open(os.devnull),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                out, err = proc.communicate(timeout=30)
+                prefix, version, ipykernel = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+                env.update(prefix=prefix, version=version, ipykernel="" if ipykernel else None)
+            except Exception:
+                env["error"] = "does not run as a Python interpreter"
+            return env
+    if not os.path.isdir(path):
+        env["error"] = "no such environment (neither a directory nor an interpreter)"
+        return env
+    env["prefix"] = path
+    env["kind"] = "conda" if os.path.isdir(os.path.join(path, "conda-meta")) else "venv"
+    for name in ("python", "python3"):
+        candidate = os.path.join(path, "bin", name)
+        if os.access(candidate, os.X_OK):
+            env["python"] = candidate
+            break
+    if env["python"] is None:
+        env["error"] = "has no bin/python"
+        return env
+    env["version"] = env_version(path)
+    env["ipykernel"] = ipykernel_version(path)
+    env["pip"] = bool(glob.glob(os.path.join(path, "lib", "python*", "site-packages", "pip")))
+    # conda's base environment (the installation itself) has condabin/ next to its envs/.
+    env["base"] = env["kind"] == "conda" and os.path.isdir(os.path.join(path, "condabin"))
+    return env
+
+
+def registered_kernels(directory):
+    """labhop's kernelspecs: name -> kernel.json text (None when unreadable)."""
+    specs = {}  # type: dict[str, str | None]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return specs
+    for name in names:
+        try:
+            with open(os.path.join(directory, name, "kernel.json")) as f:
+                specs[name] = f.read(1 << 16)
+        except (IOError, OSError):
+            specs[name] = None
+    return specs
+
+
+def kernels(t):
+    """The user's environments (tasks/kernels.py makes kernels of them) and labhop's kernelspecs.
+    ``kernels`` in the arguments: {"named": [paths], "conda": bool}, or None: only what is registered."""
+    import shutil
+    request, home, which = t.args.get("kernels"), t.home, shutil.which
+    out = {"registered": registered_kernels(t.path("kernels_dir")), "envs": None, "conda_source": None}
+    if request is None:
+        return out
+    envs, seen = [], set()
+    for given in request.get("named") or []:
+        env = describe_env(given, home, "named")
+        envs.append(env)
+        seen.add(env["prefix"] or env["path"])
+    if request.get("conda", True):
+        paths, out["conda_source"] = conda_paths(home, which)
+        for path in paths:
+            if os.path.normpath(path) not in seen:
+                seen.add(os.path.normpath(path))
+                envs.append(describe_env(path, home, "conda"))
+    out["envs"] = envs
+    return out
 
 
 if __name__ == "__main__":

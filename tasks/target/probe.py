@@ -97,6 +97,8 @@ class HostFacts:
     wheelhouse: dict[str, int] = field(default_factory=dict)  # <prefix>/wheelhouse: name -> size
     tls: TargetTls = field(default_factory=TargetTls)
     ssh_address: Optional[str] = None  # the address SSH reached the target at (SSH_CONNECTION)
+    # The user's environments and labhop's kernelspecs, as the probe reports them (tasks/kernels.py kernel_facts)
+    kernels: dict[str, Any] = field(default_factory=dict)
 
     @property
     def python_ok(self) -> bool:
@@ -108,11 +110,13 @@ class HostFacts:
 
 
 def probe_args(prefix: str, bin_dir: str, port: Optional[int] = None, ip: Optional[str] = None,
-               *, index: bool = False, packages: tuple[str, ...] = ()) -> str:
+               *, index: bool = False, packages: tuple[str, ...] = (), kernels: Optional[dict[str, Any]] = None) -> str:
     """The probe's argument (JSON). ``index``: check the package index when ``packages`` are not all
-    installed in the venv. Every path below the prefix and every marker comes from tasks/target/layout.py."""
+    installed in the venv. ``kernels``: the environments to discover (tasks/kernels.py probe_request);
+    None lists only the kernelspecs labhop registered. Every path below the prefix and every marker
+    comes from tasks/target/layout.py."""
     return json.dumps({"prefix": prefix, "bin_dir": bin_dir, "port": port, "ip": ip,
-                       "index": index, "packages": list(packages), "paths": PATHS,
+                       "index": index, "packages": list(packages), "kernels": kernels, "paths": PATHS,
                        "profiles": list(PROFILES), "profile_markers": [PROFILE_BEGIN, PROFILE_END],
                        "rmate_link": RMATE_LINK})
 
@@ -171,6 +175,7 @@ def facts_from(raw: dict[str, Any]) -> HostFacts:
         wheelhouse={str(k): int(v) for k, v in (raw.get("wheelhouse") or {}).items()},
         tls=TargetTls(cert=tls.get("cert"), key_sha256=tls.get("key_sha256"), pair_ok=tls.get("pair_ok")),
         ssh_address=raw.get("ssh_address"),
+        kernels=dict(raw.get("kernels") or {}),
     )
 
 

@@ -171,3 +171,26 @@ def test_a_cut_push_resumes_and_damage_is_caught(offline: Offline) -> None:
     assert "changed  unpack 1 wheel(s) and check their sha256" in third
     assert "from the wheelhouse with uv, no index" in third
     assert (wheelhouse / first).stat().st_size == manifest["wheels"][0][1]
+
+
+def test_an_extra_package_travels_in_the_wheelhouse_and_the_default_kernel_imports_it(offline: Offline) -> None:
+    """`--with`: the package joins the set the wheelhouse is built for (one cached build per signature and
+    set); only the wheels the target lacks travel; a cell in the default kernel, run through the server's
+    REST API and kernel websocket on the target itself, imports it from labhop's venv."""
+    out = offline.fab("serve", "--with", "tabulate").ok().stdout
+    assert "installing without a package index" in out
+    pushed = re.search(r"changed  push (\d+) of (\d+) wheels", out)
+    assert pushed and int(pushed.group(1)) < int(pushed.group(2)), out  # the new wheel, not the whole set again
+    assert re.search(r"changed  install tabulate into \S+ from the wheelhouse with uv, no index", out), out
+    assert "already running with this config" in out  # a package for the kernels restarts nothing
+    url = re.findall(r"open: (http://\S+)", out)[-1]
+    base, token = url.split("/lab?token=")
+    client = Path(__file__).resolve().parents[1] / "harness" / "kernel.py"
+    script = client.read_text() + (
+        f"\nprint(run_cell({base!r}, {token!r}, 'import sys, tabulate; print(tabulate.__name__, sys.prefix)'))\n")
+    venv = offline.home / ".labhop-offline" / "venv"
+    ran = offline.topology.run("target", f"{venv}/bin/python -", check=False, timeout=180, input=script)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["tabulate", str(venv)], ran.stdout
+    again = offline.fab("serve", "--with", "tabulate").ok().stdout
+    assert "serve: nothing to do" in again and "without a package index" not in again

@@ -14,7 +14,8 @@ from pathlib import Path
 from labhop.offline.install import plan_push
 from labhop.offline.online import tolerant_unpack
 from labhop.remote import source
-from labhop.plan import INSTALLED_MARK, PACKAGES, plan_provision
+from labhop.packages import INSTALLED_MARK, PACKAGES
+from labhop.plan import plan_provision
 from labhop.settings import resolve_settings
 from labhop.steps import Command, Upload
 from labhop.offline.wheelhouse import Manifest, Wheel

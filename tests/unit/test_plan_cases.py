@@ -22,7 +22,8 @@ from labhop import certs
 from labhop.errors import LabhopError
 from labhop.jupyter_config import ServerSettings, render
 from labhop.offline.wheelhouse import Manifest, Wheel
-from labhop.plan import INSTALLED_MARK, Plan, plan_provision, plan_serve, plan_stop, server_settings
+from labhop.packages import INSTALLED_MARK
+from labhop.plan import Plan, plan_provision, plan_serve, plan_stop, server_settings
 from labhop.settings import resolve_settings
 from labhop.steps import Command, Skip, Step, Upload, WriteFile
 from labhop.target.probe import parse_facts

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from labhop.certs import generate, wanted_names
-from labhop.plan import INSTALLED_MARK, PACKAGES
+from labhop.packages import INSTALLED_MARK, PACKAGES
 from labhop.remote import source
 from labhop.target.layout import PROFILE_BEGIN, PROFILE_END, Layout
 from labhop.target.probe import HostFacts, facts_from, parse_facts, probe_args
