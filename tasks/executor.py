@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import queue
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from invoke.exceptions import Failure, UnexpectedExit
 from .target import lock
 from . import shell
 from .errors import LabhopError
+from .ssh.faults import describe_connection_error
 from .target.probe import MIN_PYTHON, HostFacts, parse_facts, probe_args, probe_source
 from .settings import HostSettings
 from .steps import Command, Skip, Step, Transfer, Upload, WriteFile
@@ -213,35 +213,6 @@ def read_file_tail(c: Any, path: str, lines: int) -> str:
     result = run(c, f"tail -n {int(lines)} {shell.q(path)} 2>/dev/null || true", what=f"read {path}")
     tail: str = result.stdout
     return tail
-
-
-def describe_connection_error(exc: BaseException) -> str:
-    """One line for the faults SSH connections raise."""
-    import paramiko  # already loaded with Fabric; imported here so the plan layer's tests need none of it
-
-    if isinstance(exc, LabhopError):  # already one line (a refused host key, tasks/ssh/hostkeys.py)
-        return str(exc)
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host name ({exc.strerror or exc}); is it in inventory.toml or ssh_config?"
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):  # {(address, port): OSError} per address
-        reasons = sorted({(getattr(e, "strerror", None) or str(e)) for e in exc.errors.values()})
-        where = ", ".join(sorted({f"{a[0]}:{a[1]}" for a in exc.errors}))
-        return f"cannot connect to {where or 'the SSH port'}: {'; '.join(reasons) or 'connection refused'}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused: {exc}"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return f"connection timed out: {exc}"
-    if isinstance(exc, paramiko.AuthenticationException):
-        # The base class says only "Authentication failed."; its subclasses say more.
-        why = "no key or password offered was accepted" if type(exc) is paramiko.AuthenticationException else exc
-        return f"SSH authentication failed: {why}"
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return f"host key mismatch: {exc}"
-    if isinstance(exc, paramiko.SSHException):
-        return f"SSH failed: {exc}"
-    if isinstance(exc, OSError):
-        return f"connection failed: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _tail(text: str, lines: int = 3) -> str:

@@ -15,7 +15,7 @@ from fabric import Connection
 from paramiko import ChannelException
 
 from ..errors import LabhopError, UsageError
-from ..executor import describe_connection_error
+from .faults import describe_connection_error
 from .hostkeys import check_for, openssh_options, secure  # every hop's host key checked against known_hosts
 from ..inventory import HostEntry, Inventory
 

@@ -8,7 +8,7 @@ import pytest
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from labhop.errors import LabhopError
-from labhop.executor import describe_connection_error
+from labhop.ssh.faults import describe_connection_error
 
 
 
