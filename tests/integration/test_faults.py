@@ -8,15 +8,20 @@
 
 The sshd "target" runs on this machine, so its processes are visible in /proc here: the
 tests look for processes working on a test's prefix to time their faults and to check that
-nothing of a killed run survives it.
+nothing of a killed run survives it. A fault "during the install" is timed by construction, not
+by sleeping: the target's pip.conf names a find-links page that holds every request until the
+test releases it (``StallingLinks``), so the installer is still at work when the fault strikes.
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +103,7 @@ def workers(prefix: str, marker: str) -> list[int]:
     for pid, argv in processes_mentioning(venv):
         if argv[:1] in (["sh"], ["/bin/sh"]) or (len(argv) > 2 and argv[1] == "-c"):
             continue  # the executor's `sh -c`, the guard, the lock holder
-        if marker == "venv" and "venv" in argv and "--clear" in argv:
+        if marker == "venv" and "venv" in argv and ("--clear" in argv or argv[1:2] == ["venv"]):  # python, uv
             pids.append(pid)
         elif marker == "install" and "install" in argv:
             pids.append(pid)
@@ -126,6 +131,74 @@ def ancestor_named(pid: int, name: str) -> Optional[int]:
     return None
 
 
+# -- an install that stays at work until the test lets it go --------------------------------------
+
+class StallingLinks:
+    """A find-links page on 127.0.0.1 that answers no request until ``release``: named in the target's
+    pip.conf, it is read by the install step (uv, handed pip's find-links by tasks/remote/uv_install.py,
+    or pip itself), which cannot finish without it. ``asked`` is set by the first request."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.released = threading.Event()
+        links = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                links.asked.set()
+                links.released.wait(900)
+                body = b"<!DOCTYPE html><html><body></body></html>\n"  # no links: the index has them all
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the asker may be gone: killed with its run
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def stalled_install(t: Target) -> Iterator[StallingLinks]:
+    """The target user's ~/.config/pip/pip.conf names a ``StallingLinks`` page while the block runs."""
+    conf = t.server.home / ".config" / "pip" / "pip.conf"
+    before = conf.read_text() if conf.exists() else None
+    links = StallingLinks()
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f"[global]\nfind-links = {links.url}\n")
+    try:
+        yield links
+    finally:
+        links.close()
+        if before is None:
+            conf.unlink()
+        else:
+            conf.write_text(before)
+
+
+def install_held_open(links: StallingLinks, prefix: str) -> int:
+    """Wait until the install step on ``prefix`` asks the stalling page; its installer's pid. That
+    process cannot end before ``links.release()``, so it and its ancestors can be inspected safely."""
+    wait_for(links.asked.is_set, 600, "the install on the target to read its find-links page")
+    pids = wait_for(lambda: workers(prefix, "install"), 30, "the installer's process on the target")
+    return pids[0]
+
+
 def assert_converged(t: Target, prefix: str) -> None:
     """A further run changes nothing, the venv works, and no temp file of a killed write is left."""
     again = t.fab("provision").ok().stdout
@@ -150,17 +223,23 @@ def kill_fab(proc: subprocess.Popen) -> str:
 @pytest.mark.parametrize("phase", ["venv", "install"])
 def test_kill_9_of_fab_mid_provision_then_a_rerun_completes(target: Target, phase: str) -> None:
     prefix = target.use(f"kill-{phase}")
-    proc = target.start("provision")
-    try:
-        wait_for(lambda: workers(prefix, phase), 600, f"the {phase} step on the target")
-        time.sleep(0.5 if phase == "venv" else 2.0)  # well inside the step
-    finally:
-        kill_fab(proc)
-    # The step dies with the run that started it (tasks/target/guard.py), the lock holder with it:
-    # nothing keeps working on the prefix behind the next run's back.
-    wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
+    with contextlib.ExitStack() as stack:
+        links = stack.enter_context(stalled_install(target)) if phase == "install" else None
+        proc = target.start("provision")
+        try:
+            if links is not None:
+                install_held_open(links, prefix)  # the install is at work until released: kill it there
+            else:  # uv makes a venv in about 0.2 s: kill at once (no way found yet to hold it open)
+                wait_for(lambda: workers(prefix, phase), 600, f"the {phase} step on the target")
+        finally:
+            kill_fab(proc)
+            if links is not None:
+                links.release()
+        # The step dies with the run that started it (tasks/remote/guard.py), the lock holder with it:
+        # nothing keeps working on the prefix behind the next run's back.
+        wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
 
-    rerun = target.fab("provision").ok().stdout
+        rerun = target.fab("provision").ok().stdout
     assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun  # whatever the kill left, redone
     if phase == "venv":
         assert ("changed  create virtual environment" in rerun
@@ -172,25 +251,28 @@ def test_kill_9_of_fab_mid_provision_then_a_rerun_completes(target: Target, phas
 
 def test_connection_cut_during_the_install_then_a_rerun_converges(target: Target) -> None:
     prefix = target.use("cut")
-    proc = target.start("provision")
-    try:
-        pid = wait_for(lambda: workers(prefix, "install"), 600, "the install on the target")[0]
-        time.sleep(2.0)
-        sshd = ancestor_named(pid, "sshd")  # the sshd process serving this connection
-        assert sshd is not None and sshd != target.server.pid
-        os.kill(sshd, signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            kill_fab(proc)
-    assert proc.returncode == 1, out + err
-    assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
-    assert lines == [f"labhop: target: install jupyterlab, bcrypt, rmate into {prefix}/venv: the SSH connection "
-                     f"was lost before it finished; run the task again, it picks up where this one stopped"], err
-    wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
+    with stalled_install(target) as links:
+        proc = target.start("provision")
+        try:
+            installer = install_held_open(links, prefix)
+            sshd = ancestor_named(installer, "sshd")  # the sshd process serving this connection
+            assert sshd is not None and sshd != target.server.pid
+            os.kill(sshd, signal.SIGKILL)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                kill_fab(proc)
+            links.release()
+        assert proc.returncode == 1, out + err
+        assert "Traceback" not in out + err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and re.fullmatch(
+            rf"labhop: target: install jupyterlab, bcrypt, rmate into {re.escape(prefix)}/venv( from \S+)?: the SSH "
+            rf"connection was lost before it finished; run the task again, it picks up where this one stopped",
+            lines[0]), err
+        wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
 
-    rerun = target.fab("provision").ok().stdout
+        rerun = target.fab("provision").ok().stdout
     assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun
     assert_converged(target, prefix)
 
