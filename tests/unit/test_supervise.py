@@ -92,7 +92,7 @@ def test_a_tunnel_fab_confirmed_is_started_again_even_if_it_dropped_before_the_s
         deadline = time.monotonic() + 20
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        proc.send_signal(signal.SIGUSR1)  # what tunnel.py does once the URL answered through the tunnel
+        proc.send_signal(signal.SIGUSR1)  # what tunnel/opener.py does once the URL answered through the tunnel
         assert wait_state(state, lambda s: s["state"] == "up")["supervisor"] == proc.pid
         dropped = wait_state(state, lambda s: s["state"] == "reconnecting")
         assert dropped["last_exit"] == 255 and proc.poll() is None
