@@ -198,3 +198,14 @@ def test_stop_sh_stops_the_server_and_removes_its_pid_file(tmp_path: Path) -> No
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_lock_holder_runs_by_hand_as_a_file(tmp_path: Path) -> None:
+    """As its docstring says: `python3 lock.py SPEC_JSON` holds the lock until stdin ends (Ctrl-D)."""
+    prefix = tmp_path / "prefix"
+    spec = {"prefix": str(prefix), "path": str(prefix / "lock"), "owner": {"task": "debug"}, "min_python": [3, 9]}
+    done = subprocess.run([sys.executable, str(REMOTE / "lock.py"), json.dumps(spec)], input="",
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, parse_event(done.stdout)) == (0, LockEvent("locked", {"created_prefix": True,
+                                                                                  "waited": False}))
+    assert not prefix.exists()  # it made the prefix for its lock only, and took it away again
