@@ -7,15 +7,19 @@ for the rest.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from .cli import open_session
 from .errors import UsageError
 from .executor import probe, read_file_tail
+from .inventory import HostEntry
 from .offline.wheelcache import wheelhouse_for
 from .outcome import HostResult, observed
 from .plan import layout_for, plan_provision, plan_serve, plan_stop, server_settings
+from .serving import Given, choose_settings
+from .settings import DEFAULT_PORT
 
 DEFAULT_LOG_LINES = 50
 
@@ -53,6 +57,7 @@ class ServeFlags:
     certfile: Optional[str] = None
     keyfile: Optional[str] = None
     insecure_http: bool = False
+    restart: bool = False
     slurm: bool = False
     slurm_flags: tuple[tuple[str, Any], ...] = ()  # labhop.slurm.options.SCHEMA keys -> value or None
     kernels: KernelFlags = KernelFlags()
@@ -75,10 +80,18 @@ def slurm_request(s: Any, flags: ServeFlags) -> Any:
                            table=f"[hosts.{s.target.name}.slurm] in the inventory")
 
 
+def given_settings(flags: ServeFlags, entry: HostEntry) -> Given:
+    """The server settings this run names (a flag or the inventory): only those may change a running server."""
+    return Given(port=flags.port is not None or entry.port is not None,
+                 ip=flags.ip is not None or entry.ip is not None,
+                 root_dir=flags.root_dir is not None or entry.root_dir is not None,
+                 public=flags.public or entry.public is not None)
+
+
 def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: bool) -> HostResult:
     from .certs import plan_serve_tls, tls_request
-    from .jupyter_config import render
-    from .passwords import read_password
+    from .jupyter_config import render, stored_secrets
+    from .passwords import PASSWORD_ENV, read_password
     from .server import hashed_password_for, token_for, url_for
 
     s = open_session(c, json_out=json_out, public=flags.public or None, port=flags.port, ip=flags.ip,
@@ -92,17 +105,32 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
         wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
         return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), password=None,
                                dry_run=dry_run)
+    given = given_settings(flags, s.target.entry)
+    # What can be checked on this machine is, before anything connects (TLS files, the password).
     tls = tls_request(public=s.settings.public, certfile=flags.certfile, keyfile=flags.keyfile,
                       insecure_http=flags.insecure_http)
     password = read_password(flags.password_file) if s.settings.public else None
-    facts = s.lock_and_probe("serve", dry_run=dry_run, port=s.settings.port, ip=s.settings.ip, install=True)
-    wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
-    credentials = {"token": token_for(facts),
-                   "hashed_password": hashed_password_for(facts, password) if password else None}
+    facts = s.lock_and_probe("serve", dry_run=dry_run, port=s.settings.port if given.port else None,
+                             ip=s.settings.ip, install=True, root_dir=s.settings.root_dir if given.root_dir else None,
+                             scan_from=None if given.port else DEFAULT_PORT)
+    choice = choose_settings(s.settings, given, facts)
+    settings = choice.settings
+    for note in choice.notes:
+        s.report.say(note)
+    hashed = hashed_password_for(facts, password) if password else None
+    if choice.kept_public:  # the public variant stays: its password (unless given again) and TLS mode too
+        tls = tls_request(public=True, certfile=flags.certfile, keyfile=flags.keyfile,
+                          insecure_http=flags.insecure_http or not choice.kept_https)
+        if flags.password_file or os.environ.get(PASSWORD_ENV):
+            hashed = hashed_password_for(facts, read_password(flags.password_file))
+        else:
+            hashed = stored_secrets(facts.config).hashed_password
+    wheels = wheelhouse_for(facts, settings, s.report.say, dry_run=dry_run)
     tls_plan = plan_serve_tls(tls, facts, [None if s.target.is_local else s.target.name, s.target.address,
-                                           s.target.entry.hostname, s.settings.ip])
-    server = server_settings(facts, s.settings, **credentials, certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)
-    plan = plan_serve(facts, s.settings, server, files=tls_plan.steps, wheelhouse=wheels)
+                                           s.target.entry.hostname, settings.ip])
+    server = server_settings(facts, settings, token=token_for(facts), hashed_password=hashed,
+                             certfile=tls_plan.certfile, keyfile=tls_plan.keyfile)
+    plan = plan_serve(facts, settings, server, files=tls_plan.steps, wheelhouse=wheels, restart=flags.restart)
     plan.warnings.extend(tls_plan.warnings)
     outcome = s.apply(plan, "serve", dry_run=dry_run)
     for line in tls_plan.report_lines():

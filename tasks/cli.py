@@ -49,12 +49,14 @@ class Session:
             open_chain(self.target)
 
     def lock_and_probe(self, task: str, *, dry_run: bool = False, port: Optional[int] = None,
-                       ip: Optional[str] = None, install: bool = False) -> HostFacts:
+                       ip: Optional[str] = None, install: bool = False, root_dir: Optional[str] = None,
+                       scan_from: Optional[int] = None) -> HostFacts:
         """Take the target's lock (tasks/target/lock.py) until the task ends, and probe the host, in one
         command: runs on one target are serialized from their probe to their last step.
         A dry run changes nothing and takes no lock: it only probes."""
         if dry_run:
-            return probe(self.c, self.settings, port=port, ip=ip, install=install)
+            return probe(self.c, self.settings, port=port, ip=ip, install=install, root_dir=root_dir,
+                         scan_from=scan_from)
         owner = Owner(task=task, controller=socket.gethostname(), pid=os.getpid())
         layout = Layout(self.settings.prefix)
 
@@ -63,7 +65,8 @@ class Session:
                             f"this run goes on when it is done")
 
         command = lock_command(self.settings.python, layout, owner,
-                               probe_args=probe_arguments(self.settings, port=port, ip=ip, install=install))
+                               probe_args=probe_arguments(self.settings, port=port, ip=ip, install=install,
+                                                          root_dir=root_dir, scan_from=scan_from))
         info = self.held.enter_context(hold_lock(
             self.c, command, python=self.settings.python,
             wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))

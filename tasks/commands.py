@@ -65,13 +65,15 @@ def provision(c, dry_run=False, json_=False, offline=False, kernel=None, add_ipy
 
 @task(klass=LabhopTask, help={
     "public": "serve on all interfaces (or --ip) with a password, instead of localhost with a token",
-    "port": "port on the target (default 8888, or `port` in inventory.toml)",
+    "port": "port on the target (default: the server's current one, else `port` in inventory.toml, else 8888 "
+            "or the next free one)",
     "ip": "address to listen on (default 127.0.0.1; 0.0.0.0 with --public)",
     "root-dir": "directory JupyterLab opens (default: the target user's home)",
     "password-file": "file holding the --public password (else $LABHOP_PASSWORD, else a prompt)",
     "certfile": "with --public: your TLS certificate (PEM, on this machine) instead of a self-signed one",
     "keyfile": "with --certfile: its private key (PEM, no passphrase)",
     "insecure-http": "with --public: serve plain HTTP, no TLS (the password crosses the network readable)",
+    "restart": "restart a running server to apply a change even though its running kernels are lost",
     "dry-run": DRY_RUN_HELP + " (with --slurm: print the job script, check it with sbatch --test-only)",
     "json": JSON_HELP,
     "offline": OFFLINE_HELP,
@@ -86,17 +88,21 @@ def provision(c, dry_run=False, json_=False, offline=False, kernel=None, add_ipy
 }, iterable=["sbatch_arg", *KERNEL_FLAGS])
 @edge
 def serve(c, public=False, port=None, ip=None, root_dir=None, password_file=None, certfile=None, keyfile=None,
-          insecure_http=False, dry_run=False, json_=False, offline=False, slurm=False, partition=None, time=None,
-          account=None, qos=None, gpus=None, cpus=None, mem=None, constraint=None, sbatch_arg=None, wait=None,
-          kernel=None, add_ipykernel=None, with_=None):
+          insecure_http=False, restart=False, dry_run=False, json_=False, offline=False, slurm=False, partition=None,
+          time=None, account=None, qos=None, gpus=None, cpus=None, mem=None, constraint=None, sbatch_arg=None,
+          wait=None, kernel=None, add_ipykernel=None, with_=None):
     """Provision if needed, write the server config, start JupyterLab, wait until it answers, print the URL.
+
+    Settings stick: a flag not given (and not set in inventory.toml) keeps the server's current port,
+    address, root dir and variant (`--ip 127.0.0.1` turns a --public server back into the token one).
+    A running server with live kernels is restarted only with --restart.
     """
     slurm_flags = {"partition": flag(partition), "time": flag(time), "account": flag(account), "qos": flag(qos),
                    "gpus": flag(gpus), "cpus": flag(cpus), "mem": flag(mem), "constraint": flag(constraint),
                    "sbatch_args": tuple(sbatch_arg or ()), "wait": flag(wait)}
     return actions.serve(c, actions.ServeFlags(
         public=public, port=flag(port), ip=flag(ip), root_dir=flag(root_dir), password_file=flag(password_file),
-        certfile=flag(certfile), keyfile=flag(keyfile), insecure_http=insecure_http, slurm=slurm,
+        certfile=flag(certfile), keyfile=flag(keyfile), insecure_http=insecure_http, restart=restart, slurm=slurm,
         slurm_flags=tuple(slurm_flags.items()), kernels=kernel_flags(kernel, add_ipykernel, with_)),
         dry_run=dry_run, json_out=json_, offline=offline)
 

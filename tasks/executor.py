@@ -82,13 +82,14 @@ def run(c: Any, command: str, *, stdin: Optional[str] = None, what: str = "comma
 
 
 def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
-          install: bool = False) -> HostFacts:
+          install: bool = False, root_dir: Optional[str] = None, scan_from: Optional[int] = None) -> HostFacts:
     """All facts in one round trip: the probe script goes to the target's python3 on stdin.
 
     ``install``: the caller may install packages, so the probe also checks (briefly) whether
     the target reaches its package index when something is missing, unless told it is offline.
     """
-    command = f"{shell.q(settings.python)} - {shell.q(probe_arguments(settings, port=port, ip=ip, install=install))}"
+    args = probe_arguments(settings, port=port, ip=ip, install=install, root_dir=root_dir, scan_from=scan_from)
+    command = f"{shell.q(settings.python)} - {shell.q(args)}"
     try:
         result = c.run("sh -c " + shell.q(command), hide=True, warn=True, pty=False,
                        in_stream=payload(probe_source()))
@@ -104,14 +105,21 @@ def probe(c: Any, settings: HostSettings, *, port: Optional[int] = None, ip: Opt
 
 
 def probe_arguments(settings: HostSettings, *, port: Optional[int] = None, ip: Optional[str] = None,
-                    install: bool = False) -> str:
-    """The probe's argv[1] (see ``probe``), also handed to the lock holder that probes once locked."""
+                    install: bool = False, root_dir: Optional[str] = None, scan_from: Optional[int] = None) -> str:
+    """The probe's argv[1] (see ``probe``), also handed to the lock holder that probes once locked.
+
+    ``root_dir``: check that it is a directory; ``scan_from`` (serve with no port named): find the first
+    free port from the one in the server's config, else from ``scan_from``."""
+    from .jupyter_config import NOTEBOOK_APP_PINS, PORT_LINE
     from .kernels import probe_request
     from .packages import wanted_packages
+    from .serving import PORT_SCAN
 
+    scan = {"from": scan_from, "count": PORT_SCAN, "setting": PORT_LINE} if scan_from else None
     return probe_args(settings.prefix, settings.bin_dir, port, ip, index=install and not settings.offline,
                       packages=tuple(wanted_packages(settings)) if install else (),
-                      kernels=probe_request(settings) if install else None)
+                      kernels=probe_request(settings) if install else None, root_dir=root_dir, scan=scan,
+                      notebook_app_keys=NOTEBOOK_APP_PINS)
 
 
 def apply(c: Any, steps: list[Step], *, dry_run: bool = False,

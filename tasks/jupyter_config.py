@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+# How the port line starts: the probe finds the remembered port with it (tasks/serving.py).
+PORT_LINE = "c.ServerApp.port = "
+
 HEADER = "# Written by labhop. Edits are overwritten: change settings with `fab serve` flags or inventory.toml.\n"
 
 # jupyter_server 2.x cannot verify bcrypt hashes: this subclass checks "$2b$" hashes
@@ -66,6 +69,9 @@ class ServerSettings:
     certfile: Optional[str] = None
     keyfile: Optional[str] = None
     data_dir: Optional[str] = None  # first on Jupyter's data path: labhop's kernelspecs (tasks/kernels.py)
+    # Old NotebookApp settings on the server's config path (the probe found some): repeat labhop's
+    # values under NotebookApp so that they win (see render).
+    pin_notebook_app: bool = False
 
     @property
     def variant(self) -> str:
@@ -101,13 +107,14 @@ def render(settings: ServerSettings) -> str:
     # Old NotebookApp.* settings anywhere on Jupyter's config path (/etc/jupyter, the venv's
     # etc/jupyter, a jupyter_config.py) reach ServerApp through notebook_shim and beat the lines
     # above whatever their priority. The same values under NotebookApp here, the highest-priority
-    # file, keep labhop's (notebook_shim logs a "has moved" warning for each at start).
+    # file, keep labhop's. notebook_shim logs a "has moved" warning for each at start, so they are
+    # written only when the probe found such settings (serve says where).
     pins: list[tuple[str, object]] = [("ip", settings.ip), ("port", settings.port), ("port_retries", 0),
                                       ("base_url", "/"), ("root_dir", settings.root_dir),
                                       ("certfile", settings.certfile or ""), ("keyfile", settings.keyfile or "")]
     if settings.allow_root:
         pins.append(("allow_root", True))
-    for name, value in pins:
+    for name, value in pins if settings.pin_notebook_app else []:
         setting(f"NotebookApp.{name}", value)
     if settings.data_dir:
         # The user's environments as kernels (DATA_DIR/kernels): first on Jupyter's data path, before

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from . import shell
 from .remote import source
-from .errors import LabhopError
+from .errors import LabhopError, UsageError
 from .target.guard import guarded
 from .jupyter_config import ServerSettings, render
 from .target.layout import PROFILE_BEGIN, PROFILE_END, RMATE_LINK, Layout, expand_home
@@ -20,6 +20,7 @@ from .offline.install import installer_uv, offline_reason, plan_push, require_ma
 from .offline.install import install_step as offline_install_step
 from .offline.online import online_install_command, online_venv_command, plan_uv
 from .target.probe import MIN_PYTHON, HostFacts
+from .serving import restart_refusal
 from .settings import HostSettings
 from .steps import Command, Skip, Step, WriteFile
 from .offline.wheelhouse import Manifest
@@ -239,20 +240,28 @@ def server_settings(facts: HostFacts, settings: HostSettings, *, token: Optional
         public=settings.public, token=None if settings.public else token,
         hashed_password=hashed_password if settings.public else None,
         allow_root=facts.is_root, certfile=certfile, keyfile=keyfile,
-        data_dir=layout_for(facts).path("data_dir"))
+        data_dir=layout_for(facts).path("data_dir"), pin_notebook_app=bool(facts.notebook_app_files))
 
 
 def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
                *, ready_timeout: int = READY_TIMEOUT, files: Sequence[Step] = (),
-               wheelhouse: Optional[Manifest] = None) -> Plan:
+               wheelhouse: Optional[Manifest] = None, restart: bool = False) -> Plan:
     """``files``: steps for files the server reads at start (the TLS pair, tasks/certs.py);
-    when one of them changes, a running server is restarted to pick it up.
+    when one of them changes, a running server is restarted to pick it up, but one with running
+    kernels only when ``restart`` (--restart) says so.
     ``wheelhouse``: as for plan_provision."""
+    if facts.root_dir_exists is False:
+        raise UsageError(f"root dir {server.root_dir} is not a directory on the target: create it, or name "
+                         f"another with --root-dir")
     plan = plan_provision(facts, settings, wheelhouse)
     layout = layout_for(facts)
     if facts.is_root:
         plan.warnings.append("the target user is root: Jupyter runs with allow_root; a normal user is safer")
     plan.steps.extend(files)
+    if facts.notebook_app_files:
+        plan.warnings.append(f"old NotebookApp settings in {', '.join(facts.notebook_app_files)}: labhop's config "
+                             f"repeats its values under NotebookApp so that they win (JupyterLab logs a "
+                             f"'has moved' warning for each)")
 
     config = render(server)
     config_changed = config != facts.config
@@ -267,6 +276,9 @@ def plan_serve(facts: HostFacts, settings: HostSettings, server: ServerSettings,
         plan.steps.append(Skip("start JupyterLab", f"already running with this config (pid {facts.server.pid})"))
         return plan
     if running:
+        refusal = restart_refusal(facts, config, files_changed=files_changed, restart=restart)
+        if refusal:
+            raise LabhopError(refusal)
         why = "config changed" if config_changed else "TLS certificate changed"
         plan.steps.append(stop_step(facts, f"restart: stop JupyterLab ({why})"))
     elif facts.port_free is False:
@@ -298,9 +310,11 @@ def launch_command(facts: HostFacts, layout: Layout, server: ServerSettings, *, 
     # ~/.bashrc) would come before it, and in a venv jupyter_core puts the venv's etc/jupyter
     # first unless JUPYTER_PREFER_ENV_PATH=0.
     env.append("JUPYTER_PREFER_ENV_PATH=0")
-    return (f"cd {shell.q(server.root_dir)} && echo $$ > {shell.q(layout.pid_file)} && "
-            f"exec env -u JUPYTER_CONFIG_PATH {shell.join(env)} {shell.q(layout.venv_bin('jupyter'))} lab "
-            f">> {shell.q(layout.log_file)} 2>&1" + ("" if under_tmux else " < /dev/null"))
+    # Output goes to the log before anything can fail (a missing root dir, a broken venv), and the pid
+    # is recorded first: a start that dies is seen at once by the wait step, with its reason in the log.
+    return (f"exec >> {shell.q(layout.log_file)} 2>&1" + ("" if under_tmux else " < /dev/null") + "; "
+            f"echo $$ > {shell.q(layout.pid_file)} && cd {shell.q(server.root_dir)} && "
+            f"exec env -u JUPYTER_CONFIG_PATH {shell.join(env)} {shell.q(layout.venv_bin('jupyter'))} lab")
 
 
 def start_step(facts: HostFacts, layout: Layout, server: ServerSettings) -> Command:

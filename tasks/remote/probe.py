@@ -48,6 +48,9 @@ def gather(t):
     out["server"] = server(t)
     out["port_free"] = port_free(t.args.get("ip"), t.args.get("port"))
     out["kernels"] = kernels(t)
+    out["free_port"] = free_port(t, out["config"])
+    out["root_dir_exists"] = os.path.isdir(t.expand(t.args["root_dir"])) if t.args.get("root_dir") else None
+    out["notebook_app_files"] = notebook_app_files(t)
     return out
 
 
@@ -283,7 +286,8 @@ def rmate_link(t):
     owner = (target or "")[:-len(inside)]
     labhop = bool(target is not None and os.path.islink(link) and target.endswith(inside)
                   and os.path.exists(os.path.join(owner, t.args["paths"]["lock_file"])))
-    return {"rmate_link": target, "rmate_link_labhop": labhop}
+    return {"rmate_link": target, "rmate_link_labhop": labhop,
+            "rmate_link_dangling": os.path.islink(link) and not os.path.exists(link)}  # its target is gone
 
 
 def login_path(shell):
@@ -355,7 +359,85 @@ def server(t):
                 alive = True
             except OSError as e:
                 alive = e.errno == errno.EPERM
-    return {"pid": pid, "alive": alive, "since": since}
+    return {"pid": pid, "alive": alive, "since": since, "kernels": kernels_of(pid) if alive else None}
+
+
+def kernels_of(pid):
+    """The server's running kernels: its children started with a kernel-*.json connection file."""
+    def is_kernel(argv):
+        return any(os.path.basename(a).startswith("kernel-") and a.endswith(".json") for a in argv)
+    if os.path.isdir("/proc"):
+        found = 0
+        for name in os.listdir("/proc"):
+            stat = read("/proc/%s/stat" % name, 4096) if name.isdigit() else None
+            fields = (stat or "").rsplit(")", 1)[-1].split()
+            if len(fields) > 1 and fields[1] == str(pid):
+                found += is_kernel((read("/proc/%s/cmdline" % name) or "").split("\0"))
+        return found
+    import subprocess  # no /proc (macOS): ps
+    try:
+        with open(os.devnull, "w") as null:
+            listed = subprocess.check_output(["ps", "-A", "-o", "ppid=,args="], stderr=null).decode()
+    except Exception:
+        return None
+    return sum(1 for line in listed.splitlines()
+               if line.split(None, 1)[:1] == [str(pid)] and is_kernel(line.split()[1:]))
+
+
+def free_port(t, config):
+    """No port named (``scan``): the first free one from the port in the server's config (the one an
+    earlier run picked), else from the default, up."""
+    scan = t.args.get("scan")
+    if not scan or t.args.get("port"):
+        return None
+    start = scan["from"]
+    for line in (config or "").splitlines():
+        value = line[len(scan["setting"]):].strip()
+        if line.startswith(scan["setting"]) and value.isdigit():
+            start = int(value)
+    for candidate in range(start, min(start + scan["count"], 65536)):
+        if port_free(t.args.get("ip"), candidate):
+            return candidate
+    return None
+
+
+def notebook_app_files(t):
+    """Config files on the server's config path (labhop's own dir aside) with old NotebookApp settings of
+    the keys labhop's config sets: notebook_shim would let them beat labhop's, so only then does labhop
+    repeat its values under NotebookApp. (jupyterlab's own NotebookApp nbserver_extensions is harmless.)"""
+    import re
+    import site
+    keys = t.args.get("notebook_app_keys") or []
+    if not keys:
+        return []
+    pattern = re.compile(r"NotebookApp\.(%s)\b" % "|".join(keys))
+
+    def sets_keys(path):
+        text = read(path) or ""
+        if "NotebookApp" not in text:
+            return False
+        if path.endswith(".py"):
+            return bool(pattern.search(text))
+        try:
+            return bool(set(json.loads(text).get("NotebookApp") or {}) & set(keys))
+        except Exception:
+            return True  # unreadable: assume the worst
+    found = []
+    for d in [os.path.join(site.getuserbase(), "etc", "jupyter"), os.path.join(t.path("venv"), "etc", "jupyter"),
+              "/usr/local/etc/jupyter", "/etc/jupyter"]:
+        try:
+            names = [os.path.join(d, n) for n in sorted(os.listdir(d))] if os.path.isdir(d) else []
+        except OSError:
+            found.append(d)  # unreadable: assume the worst
+            continue
+        for path in list(names):
+            if path.endswith(".d") and os.path.isdir(path):
+                try:
+                    names += [os.path.join(path, n) for n in sorted(os.listdir(path))]
+                except OSError:
+                    found.append(path)
+        found += [p for p in names if p.endswith((".py", ".json")) and sets_keys(p)]
+    return found
 
 
 def port_free(ip, port):

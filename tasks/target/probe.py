@@ -33,6 +33,7 @@ class ServerFacts:
     pid: Optional[int] = None
     alive: bool = False
     since: Optional[float] = None
+    kernels: Optional[int] = None  # running kernels of a live server (None: not counted)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,15 @@ class HostFacts:
     room: Optional[Room] = None  # can labhop write below the prefix, and how much
     rmate_link: Optional[str] = None
     rmate_link_labhop: bool = False
+    rmate_link_dangling: bool = False  # a symlink whose target no longer exists (a deleted prefix)
     login_path: Optional[str] = None
     profiles: dict[str, bool] = field(default_factory=dict)
     config: Optional[str] = None
     server: ServerFacts = field(default_factory=ServerFacts)
-    port_free: Optional[bool] = None
+    port_free: Optional[bool] = None  # the named port can be bound
+    free_port: Optional[int] = None  # no port named: the first free one from the remembered one (or 8888) up
+    root_dir_exists: Optional[bool] = None  # the root dir this run names is a directory (None: none named)
+    notebook_app_files: tuple[str, ...] = ()  # config files with old NotebookApp settings the server would read
     signature: Optional[TargetSignature] = None
     index: Optional[IndexCheck] = None  # None: not checked (not asked, or nothing to install)
     wheelhouse: dict[str, int] = field(default_factory=dict)  # <prefix>/wheelhouse: name -> size
@@ -110,12 +115,17 @@ class HostFacts:
 
 
 def probe_args(prefix: str, bin_dir: str, port: Optional[int] = None, ip: Optional[str] = None,
-               *, index: bool = False, packages: tuple[str, ...] = (), kernels: Optional[dict[str, Any]] = None) -> str:
+               *, index: bool = False, packages: tuple[str, ...] = (), kernels: Optional[dict[str, Any]] = None,
+               root_dir: Optional[str] = None, scan: Optional[dict[str, Any]] = None,
+               notebook_app_keys: tuple[str, ...] = ()) -> str:
     """The probe's argument (JSON). ``index``: check the package index when ``packages`` are not all
     installed in the venv. ``kernels``: the environments to discover (tasks/kernels.py probe_request);
-    None lists only the kernelspecs labhop registered. Every path below the prefix and every marker
-    comes from tasks/target/layout.py."""
-    return json.dumps({"prefix": prefix, "bin_dir": bin_dir, "port": port, "ip": ip,
+    None lists only the kernelspecs labhop registered. ``port``: check that it is free; ``scan`` (no port
+    named): find the first free one (``free_port``); ``root_dir``: check it is a directory;
+    ``notebook_app_keys``: look for old NotebookApp settings of these. Every path below the prefix and
+    every marker comes from tasks/target/layout.py."""
+    return json.dumps({"prefix": prefix, "bin_dir": bin_dir, "port": port, "ip": ip, "root_dir": root_dir,
+                       "scan": scan, "notebook_app_keys": list(notebook_app_keys),
                        "index": index, "packages": list(packages), "kernels": kernels, "paths": PATHS,
                        "profiles": list(PROFILES), "profile_markers": [PROFILE_BEGIN, PROFILE_END],
                        "rmate_link": RMATE_LINK})
@@ -164,11 +174,16 @@ def facts_from(raw: dict[str, Any]) -> HostFacts:
         room=Room(**raw["room"]) if raw.get("room") else None,
         rmate_link=raw.get("rmate_link"),
         rmate_link_labhop=bool(raw.get("rmate_link_labhop", False)),
+        rmate_link_dangling=bool(raw.get("rmate_link_dangling", False)),
         login_path=raw.get("login_path"),
         profiles=dict(raw.get("profiles", {})),
         config=raw.get("config"),
-        server=ServerFacts(pid=server.get("pid"), alive=server.get("alive", False), since=server.get("since")),
+        server=ServerFacts(pid=server.get("pid"), alive=server.get("alive", False), since=server.get("since"),
+                           kernels=server.get("kernels")),
         port_free=raw.get("port_free"),
+        free_port=raw.get("free_port"),
+        root_dir_exists=raw.get("root_dir_exists"),
+        notebook_app_files=tuple(raw.get("notebook_app_files") or ()),
         signature=parse_signature(raw.get("signature")),
         index=IndexCheck(url=index.get("url", ""), source=index.get("source", ""),
                          reachable=bool(index.get("reachable")), error=index.get("error")) if index else None,
