@@ -26,6 +26,8 @@ from .outcome import HostResult, applied, document, failed
 from .plan import Plan
 from .target.probe import HostFacts, facts_from
 from .report import Reporter
+from . import shell
+from .steps import Command, Skip, Step
 from .settings import HostSettings, resolve_settings
 
 
@@ -38,6 +40,8 @@ class Session:
     problems: list[str] = field(default_factory=list)  # inventory entries the last plan could not honour
     # What this session holds until its task ends (the target's lock): closed by ``edge``.
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # The prefix the lock created on a first run (the probe then found it): reported as the plan's first step.
+    created_prefix: Optional[str] = None
 
     @property
     def c(self) -> Any:
@@ -70,16 +74,17 @@ class Session:
         info = self.held.enter_context(hold_lock(
             self.c, command, python=self.settings.python,
             wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))
-        if info.get("created_prefix"):
-            self.report.say(f"  changed  create {layout.prefix} (0700), for labhop's lock")
-        return facts_from(info["facts"])
+        facts = facts_from(info["facts"])
+        self.created_prefix = facts.prefix if info.get("created_prefix") else None
+        return facts
 
     def apply(self, plan: Plan, task: str, *, dry_run: bool = False) -> ApplyResult:
         for warning in plan.warnings:
             self.report.warn(warning)
         self.report.dry_run = dry_run
         self.task = task
-        outcome = apply(self.c, plan.steps, dry_run=dry_run, on_step=self.report.step, on_progress=self.report.say)
+        outcome = apply(self.c, self._with_prefix_step(plan.steps), dry_run=dry_run, on_step=self.report.step,
+                        on_progress=self.report.say)
         self.report.summary(task, outcome)
         for note in plan.notes:
             self.report.say(note)
@@ -87,6 +92,15 @@ class Session:
             self.report.warn(problem)
         self.problems = list(plan.problems)
         return outcome
+
+    def _with_prefix_step(self, steps: list[Step]) -> list[Step]:
+        """A first run's lock made the prefix before the probe looked: show (and count) that as the step
+        that creates it, not as "exists" (its mkdir -p and chmod are a no-op by now)."""
+        prefix = self.created_prefix
+        if prefix is None:
+            return steps
+        create = Command(f"create {prefix} (0700)", shell.mkdir_private(prefix))
+        return [create, *(s for s in steps if not (isinstance(s, Skip) and s.description == f"directory {prefix}"))]
 
     def result(self, outcome: ApplyResult, **data: Any) -> HostResult:
         """What the last ``apply`` did here, for the fleet summary and ``--json``.

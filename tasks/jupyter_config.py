@@ -14,6 +14,10 @@ from typing import Optional
 # How the port line starts: the probe finds the remembered port with it (tasks/serving.py).
 PORT_LINE = "c.ServerApp.port = "
 
+# The settings an old NotebookApp config could move away from labhop's (see render); the probe looks
+# for them on the server's config path.
+NOTEBOOK_APP_PINS = ("ip", "port", "port_retries", "base_url", "root_dir", "certfile", "keyfile", "allow_root")
+
 HEADER = "# Written by labhop. Edits are overwritten: change settings with `fab serve` flags or inventory.toml.\n"
 
 # jupyter_server 2.x cannot verify bcrypt hashes: this subclass checks "$2b$" hashes
@@ -114,6 +118,7 @@ def render(settings: ServerSettings) -> str:
                                       ("certfile", settings.certfile or ""), ("keyfile", settings.keyfile or "")]
     if settings.allow_root:
         pins.append(("allow_root", True))
+    assert {name for name, _ in pins} <= set(NOTEBOOK_APP_PINS)
     for name, value in pins if settings.pin_notebook_app else []:
         setting(f"NotebookApp.{name}", value)
     if settings.data_dir:

@@ -197,6 +197,10 @@ def plan_rmate_on_path(facts: HostFacts, layout: Layout) -> Plan:
     link = posixpath.join(facts.bin_dir, RMATE_LINK)
     if facts.rmate_link == target:
         plan.steps.append(Skip(f"link {link}", f"points to {target}"))
+    elif facts.rmate_link_dangling:
+        # Its target is gone (a deleted labhop prefix, say): replacing it loses nothing.
+        plan.steps.append(Command(f"link {link} -> {target} (replacing a dangling link to {facts.rmate_link})",
+                                  f"mkdir -p {shell.q(facts.bin_dir)} && ln -sfn {shell.q(target)} {shell.q(link)}"))
     elif facts.rmate_link is not None and not (facts.rmate_link.startswith(facts.prefix) or facts.rmate_link_labhop):
         # Someone else's rmate: never replace what labhop did not put there.
         plan.steps.append(Skip(f"link {link}", f"left alone: {facts.rmate_link} is not labhop's"))

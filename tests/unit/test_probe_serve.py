@@ -100,3 +100,24 @@ def test_the_kernels_of_a_running_server_are_counted(prefix: Path, tmp_path: Pat
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     assert probe(Context(), settings_for(prefix)).server.kernels is None  # not running: not counted
+
+
+def test_a_dangling_rmate_link_is_reported(prefix: Path, tmp_path: Path) -> None:
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "rmate").symlink_to(tmp_path / "deleted-prefix" / "venv" / "bin" / "rmate")
+    facts = probe(Context(), settings_for(prefix))
+    assert facts.rmate_link == str(tmp_path / "deleted-prefix" / "venv" / "bin" / "rmate")
+    assert facts.rmate_link_dangling and not facts.rmate_link_labhop
+
+
+def test_old_notebook_app_settings_on_the_servers_config_path(prefix: Path) -> None:
+    etc = prefix / "venv" / "etc" / "jupyter"
+    (etc / "jupyter_notebook_config.d").mkdir(parents=True)
+    # What jupyterlab itself installs there: NotebookApp, but none of the settings labhop's config makes.
+    (etc / "jupyter_notebook_config.d" / "jupyterlab.json").write_text(
+        '{"NotebookApp": {"nbserver_extensions": {"jupyterlab": true}}}')
+    assert probe(Context(), settings_for(prefix)).notebook_app_files == ()
+    (etc / "jupyter_config.py").write_text("c.NotebookApp.ip = '0.0.0.0'\n")
+    (etc / "jupyter_notebook_config.d" / "old.json").write_text('{"NotebookApp": {"port": 9999}}')
+    assert probe(Context(), settings_for(prefix)).notebook_app_files == (
+        str(etc / "jupyter_config.py"), str(etc / "jupyter_notebook_config.d" / "old.json"))
