@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 import types
 from typing import Any, Iterator, Optional
@@ -106,7 +107,11 @@ def make_program() -> Labhop:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """The console script: ``labhop [--core-opts] task [--task-opts] ...``."""
-    make_program().run(argv)
+    try:
+        make_program().run(argv)
+    except BrokenPipeError:  # `labhop --help | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def guard_fab_program() -> None:
