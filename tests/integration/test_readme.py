@@ -69,7 +69,8 @@ def test_the_readme_commands_work_verbatim_on_a_fresh_clone(tmp_path: Path) -> N
     system_path = [p for p in os.environ["PATH"].split(":") if p and not p.startswith(os.path.expanduser("~"))]
     env.update(HOME=str(home), VIRTUAL_ENV=str(env_dir), PATH=":".join([str(env_dir / "bin"), *system_path]),
                # Downloads once per test session, not per empty HOME (a cache, not configuration).
-               PIP_CACHE_DIR=str(controller_cache() / "pip"), UV_CACHE_DIR=str(controller_cache() / "uv"))
+               PIP_CACHE_DIR=str(controller_cache() / "pip"), UV_CACHE_DIR=str(controller_cache() / "uv"),
+               LABHOP_CACHE_DIR=str(controller_cache()))
 
     def sh(command: str, timeout: float = 1200, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(["sh", "-c", command], cwd=clone, env={**env, **extra}, capture_output=True,
@@ -86,7 +87,7 @@ def test_the_readme_commands_work_verbatim_on_a_fresh_clone(tmp_path: Path) -> N
         # The files of the user's it touched are the ones the README names (caches are elsewhere here).
         touched = sorted(str(p.relative_to(home)) for p in home.rglob("*")
                          if (p.is_file() or p.is_symlink()) and not p.relative_to(home).parts[0] == ".labhop")
-        assert [p for p in touched if not p.startswith((".local/share/jupyter/", ".jupyter/lab/"))] == \
+        assert [p for p in touched if not p.startswith((".local/share/jupyter/", ".jupyter/lab/", ".cache/"))] == \
             [".local/bin/rmate", ".profile"], touched
         assert "# >>> labhop >>>" in (home / ".profile").read_text()
         assert "changed  link" in served.stdout and "to the login PATH in ~/.profile" in served.stdout
