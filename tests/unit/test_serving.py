@@ -10,7 +10,8 @@ from labhop.actions import ServeFlags, given_settings
 from labhop.errors import LabhopError, UsageError
 from labhop.inventory import HostEntry
 from labhop.jupyter_config import ServerSettings, render
-from labhop.plan import INSTALLED_MARK, plan_serve, server_settings
+from labhop.packages import INSTALLED_MARK
+from labhop.plan import plan_serve, server_settings
 from labhop.serving import Given, choose_settings, config_changes, restart_refusal
 from labhop.settings import resolve_settings
 from labhop.steps import Command, Skip, WriteFile
@@ -31,8 +32,10 @@ def facts(**raw: Any) -> HostFacts:
     return parse_facts(json.dumps({**base, **raw}))
 
 
-def config(port: int = 8888, root_dir: str = HOME, **kw: Any) -> str:
-    return render(ServerSettings(ip="127.0.0.1", port=port, root_dir=root_dir, public=False, token=TOKEN, **kw))
+def config(port: int = 8888, root_dir: str = HOME) -> str:
+    """The config serve writes for these settings on the host of ``facts()``."""
+    settings = resolve_settings(None, port=str(port), root_dir=root_dir)
+    return render(server_settings(facts(), settings, token=TOKEN, hashed_password=None))
 
 
 def running(port: int = 8888, kernels: int = 0, **kw: Any) -> HostFacts:
@@ -118,8 +121,8 @@ def test_without_kernels_or_without_a_change_serve_goes_ahead() -> None:
 
 
 def test_config_changes_never_show_secrets() -> None:
-    old, new = config(8888), render(ServerSettings(ip="127.0.0.1", port=8888, root_dir=HOME, public=False,
-                                                   token="other-token"))
+    old = config(8888)
+    new = render(server_settings(facts(), resolve_settings(None), token="other-token", hashed_password=None))
     assert config_changes(old, new) == ["other settings (token, password or options)"]
     assert "other-token" not in " ".join(config_changes(old, new))
     assert config_changes(old, config(8888, root_dir="/data")) == [f"root dir {HOME} -> /data"]
