@@ -121,6 +121,8 @@ def main(runs: int) -> int:
           f"{'met' if ratio <= GOAL else 'NOT met'}); labhop median {med(labhop):.1f}s "
           f"[{', '.join(f'{t:.1f}' for t in labhop)}] vs by hand {med(hand):.1f}s "
           f"[{', '.join(f'{t:.1f}' for t in hand)}]")
+    pairs = [a / b for a, b in zip(labhop, hand)]
+    print(f"  run by run (each pair side by side): {', '.join(f'{r:.2f}x' for r in pairs)}, median {med(pairs):.2f}x")
     steps: dict[str, list[float]] = {}
     for run in breakdown:
         for description, seconds in run.items():
