@@ -148,6 +148,7 @@ def status(c: Any, *, json_out: bool) -> HostResult:
     from .tunnel.forward import status_lines as tunnel_lines
 
     from .slurm import run as slurm_run
+    from .ssh.login import login_line
 
     s = open_session(c, json_out=json_out)
     facts = probe(s.c, s.settings)
@@ -155,12 +156,27 @@ def status(c: Any, *, json_out: bool) -> HostResult:
     job = slurm_run.status(s) if facts.slurm_job else None
     lines = status_lines(st) if job is None or st.running or st.stale_pid else []
     kernels = registered_kernels(kernel_facts(facts.kernels))
-    for line in lines + kernel_lines(kernels) + tunnel_lines(s.target.name):
+    login_text, login_data = login_line(s.target)
+    for line in lines + kernel_lines(kernels) + tunnel_lines(s.target.name) + ([login_text] if login_text else []):
         s.report.say(line)
-    data = {**st.as_dict(), "tunnels": status_data(s.target.name), "kernels": kernels}
+    data = {**st.as_dict(), "tunnels": status_data(s.target.name), "kernels": kernels, "login": login_data}
     if job is not None:  # a job's url/running stand for the host unless a server also runs on the login node
         data.update({k: v for k, v in job.items() if k not in ("url", "running") or not st.running})
     return observed("status", data)
+
+
+def login(c: Any, *, json_out: bool) -> HostResult:
+    from .ssh.login import login as log_in
+
+    s = open_session(c, json_out=json_out, connect=False)
+    return HostResult(host=s.target.name, task="login", result="logged in", data=log_in(s.target, s.report.say))
+
+
+def logout(c: Any, *, json_out: bool) -> HostResult:
+    from .ssh.login import logout as log_out
+
+    s = open_session(c, json_out=json_out, connect=False)
+    return HostResult(host=s.target.name, task="logout", result="logged out", data=log_out(s.target, s.report.say))
 
 
 def stop(c: Any, *, json_out: bool) -> HostResult:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from invoke.exceptions import Exit
 
-from .ssh.connect import Target, open_chain, resolve_target
+from .ssh.connect import Target, open_chain, resolve_target, use_openssh
 from .errors import LabhopError, UsageError
 from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
 from .inventory import current_inventory
@@ -121,6 +121,8 @@ def open_session(c: Any, *, json_out: bool = False, connect: bool = True, **flag
     inventory = current_inventory()
     target = resolve_target(c, inventory)
     settings = resolve_settings(target.entry, **flags)  # bad flags are usage errors: before any connection
+    if not target.is_local:
+        use_openssh(target)
     if connect and not target.is_local:
         open_chain(target)
     report = Reporter(target.name, sys.stderr) if json_out else Reporter(target.name)

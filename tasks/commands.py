@@ -116,6 +116,20 @@ def status(c, json_=False):
 
 @task(klass=LabhopTask, help={"json": JSON_HELP})
 @edge
+def login(c, json_=False):
+    """Log in to the host and its jump hosts once (OpenSSH asks, on the terminal or SSH_ASKPASS); runs share it."""
+    return actions.login(c, json_out=json_)
+
+
+@task(klass=LabhopTask, help={"json": JSON_HELP})
+@edge
+def logout(c, json_=False):
+    """End the logins to the host and its jump hosts that labhop holds open."""
+    return actions.logout(c, json_out=json_)
+
+
+@task(klass=LabhopTask, help={"json": JSON_HELP})
+@edge
 def stop(c, json_=False):
     """Stop JupyterLab gracefully (stopping a stopped server is fine)."""
     return actions.stop(c, json_out=json_)

@@ -178,9 +178,14 @@ def upload(c: Any, step: Upload, say: Optional[Callable[[str], None]] = None) ->
     """
     run(c, shell.mkdir_private(step.directory), what=step.description)
     meter = _Meter(step, say)
-    sftp = c.sftp() if hasattr(c, "sftp") else None
+    shared = hasattr(c, "write_file")  # an OpenSSH master (tasks/ssh/runner.py): cat on the target
+    sftp = c.sftp() if hasattr(c, "sftp") and not shared else None
     for transfer in step.files:
         try:
+            if shared:
+                c.write_file(transfer.dest, _metered(_read_from(transfer.sources, transfer.offset), meter),
+                             append=bool(transfer.offset))
+                continue
             with _open_dest(sftp, transfer) as dest:
                 for chunk in _read_from(transfer.sources, transfer.offset):
                     dest.write(chunk)
@@ -191,6 +196,12 @@ def upload(c: Any, step: Upload, say: Optional[Callable[[str], None]] = None) ->
             raise LabhopError(f"{step.description} failed at {transfer.dest}: {exc.strerror or exc}") from None
         except Exception as exc:  # connection faults from paramiko
             raise LabhopError(describe_connection_error(exc)) from None
+
+
+def _metered(chunks: Iterator[bytes], meter: _Meter) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        meter.add(len(chunk))
 
 
 def _read_from(paths: tuple[str, ...], offset: int) -> Iterator[bytes]:

@@ -45,6 +45,7 @@ class HostEntry:
     kernels: Optional[tuple[str, ...]] = None  # environments / interpreters to offer as kernels
     conda_kernels: Optional[bool] = None  # conda's environments as kernels too (default true)
     packages: Optional[tuple[str, ...]] = None  # extra requirements for labhop's own venv
+    login_persist: Optional[str] = None  # how long an SSH login (OpenSSH master) stays up unused
 
 
 # key -> expected TOML type: the single source of truth for validation.
@@ -66,6 +67,7 @@ _SCHEMA: dict[str, type] = {
     "kernels": list,
     "conda_kernels": bool,
     "packages": list,
+    "login_persist": str,
 }
 assert set(_SCHEMA) == {f.name for f in fields(HostEntry)} - {"name"}
 

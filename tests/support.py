@@ -84,7 +84,8 @@ class Workspace:
         return env
 
     def fab(self, *args: str, host: Optional[str] = None, env: Optional[dict[str, str]] = None,
-            timeout: float = 600, stdin: Optional[str] = None) -> FabResult:
+            timeout: float = 600, stdin: Optional[str] = None, detach: bool = False) -> FabResult:
+        """``detach``: in a session of its own, without a controlling terminal (as cron or CI runs it)."""
         argv = [FAB, "-r", str(REPO)]
         if self.ssh_config is not None:
             argv += ["-S", str(self.ssh_config)]
@@ -92,7 +93,7 @@ class Workspace:
             argv += ["-H", host]
         argv += list(args)
         proc = subprocess.run(argv, cwd=self.root, env=self.env(env), capture_output=True, text=True,
-                              timeout=timeout, input=stdin if stdin is not None else "")
+                              timeout=timeout, input=stdin if stdin is not None else "", start_new_session=detach)
         return FabResult(list(args), proc.returncode, proc.stdout, proc.stderr)
 
 

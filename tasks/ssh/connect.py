@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,6 +22,7 @@ from .hostkeys import check_for, openssh_options, secure  # every hop's host key
 from ..inventory import HostEntry, Inventory
 
 if TYPE_CHECKING:
+    from .master import Masters
     from .openssh import Chain
 
 LOCAL = "local"
@@ -33,6 +36,8 @@ class Target:
     address: str  # the host name to put in URLs for the public variant
     # id(Connection) -> the name the user knows a hop by (inventory name / ssh_config alias)
     hop_names: dict[int, str] = field(default_factory=dict)
+    # The hops' OpenSSH masters when commands ride them (tasks/ssh/master.py); None: paramiko.
+    masters: Optional[Masters] = None
 
     @property
     def is_local(self) -> bool:
@@ -109,12 +114,13 @@ def ssh_chain(target: Target) -> Chain:
     for index, (name, cxn) in enumerate(connections):
         keys = cxn.connect_kwargs.get("key_filename") or []
         proxy = cxn.gateway if index == 0 and isinstance(cxn.gateway, str) else None
+        check = check_for(cxn)
         hops.append(Hop(
             name=name, alias=cxn.original_host, hostname=cxn.host, user=cxn.user, port=int(cxn.port),
             identity_files=tuple([keys] if isinstance(keys, str) else keys),
             connect_timeout=cxn.connect_timeout,
-            host_key_options=tuple(openssh_options(check_for(cxn))),
-            proxy_command=proxy))
+            host_key_options=tuple(openssh_options(check)),
+            proxy_command=proxy, host_key_mode=check.strict, batch_mode=check.batch))
     return Chain(hops=tuple(hops), config_file=getattr(target.c.config, "_runtime_ssh_path", None))
 
 
@@ -126,8 +132,29 @@ def quiet_paramiko_log() -> None:
         log.addHandler(logging.NullHandler())
 
 
+_fallback_said = threading.Lock()
+
+
+def use_openssh(target: Target) -> None:
+    """Put the target's commands on OpenSSH masters (one login per hop, shared by every run),
+    or leave them on paramiko where connection sharing is not available, saying so once."""
+    from .master import Masters, transport_available
+    from .runner import share
+
+    why = transport_available()
+    if why is not None:
+        if _fallback_said.acquire(blocking=False):
+            print(f"labhop: SSH through paramiko, a new login per run ({why})", file=sys.stderr, flush=True)
+        return
+    target.masters = Masters(ssh_chain(target), persist=target.entry.login_persist)
+    target.c = share(target.c, target.masters)
+
+
 def open_chain(target: Target) -> None:
     """Connect hop by hop, outermost first, so that a failure names the hop it happened at."""
+    if target.masters is not None:
+        target.masters.ensure()
+        return
     quiet_paramiko_log()
     connections = chain_of(target)
     for index, (_name, cxn) in enumerate(connections):
@@ -146,7 +173,8 @@ def open_chain(target: Target) -> None:
 
 
 def close_chain(target: Target) -> None:
-    """Close the target's connection, then each jump host's, innermost first."""
+    """Close the target's connection, then each jump host's, innermost first (OpenSSH masters
+    stay up for the next run: ``fab logout`` closes them)."""
     for _name, cxn in reversed(chain_of(target)):
         cxn.close()
 

@@ -242,9 +242,10 @@ def openssh_options(check: HostKeyCheck) -> list[str]:
     """``-o`` options that make an OpenSSH client trust exactly what labhop trusts for this hop.
 
     ``ask`` becomes ``yes`` for a client that cannot ask (a background tunnel);
-    labhop's own connection has asked (and recorded) before any tunnel starts.
+    labhop's own connection has asked (and recorded) before any tunnel starts. ``no``
+    becomes ``accept-new``: ssh would go on past a CHANGED key, labhop never does.
     """
-    strict = "yes" if check.strict == "ask" else check.strict
+    strict = {"ask": "yes", "no": "accept-new"}.get(check.strict, check.strict)
     return ["-o", "UserKnownHostsFile=" + " ".join(_ssh_quote(p) for p in check.user_files or ("/dev/null",)),
             "-o", "GlobalKnownHostsFile=" + " ".join(_ssh_quote(p) for p in check.global_files or ("/dev/null",)),
             "-o", f"StrictHostKeyChecking={strict}"]

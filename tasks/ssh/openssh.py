@@ -39,6 +39,10 @@ class Hop:
     host_key_options: tuple[str, ...] = ()
     # A ProxyCommand from ssh_config in front of this hop (only for the outermost hop).
     proxy_command: Optional[str] = None
+    # StrictHostKeyChecking as ssh_config says (host_key_options has what a client that cannot ask uses),
+    # and BatchMode yes there: a login on a terminal asks about a new key only for "ask" without BatchMode.
+    host_key_mode: str = "yes"
+    batch_mode: bool = False
 
     @property
     def address(self) -> str:
@@ -143,6 +147,16 @@ def jump_command(chain: Chain, index: int) -> str:
     return " ".join(words)
 
 
+def forward_options(forwards: Forwards) -> list[str]:
+    """``-L``/``-R`` options for the forwards (for a tunnel's own ssh, or ``-O forward`` to a master)."""
+    argv: list[str] = []
+    for fwd in forwards.local:
+        argv += ["-L", fwd.spec()]
+    for rfwd in forwards.remote:
+        argv += ["-R", rfwd.spec()]
+    return argv
+
+
 def tunnel_argv(chain: Chain, forwards: Forwards, *, ssh: str = SSH) -> list[str]:
     """``ssh -N`` holding the forwards open through the whole chain; fails fast when a forward cannot be set up."""
     if not forwards.local and not forwards.remote:
@@ -155,10 +169,7 @@ def tunnel_argv(chain: Chain, forwards: Forwards, *, ssh: str = SSH) -> list[str
             # Our own connection: a ControlMaster from the user's config would make this
             # process a mux client (wrong pid to close) or keep forwards in someone else's master.
             "-o", "ControlMaster=no", "-o", "ControlPath=none"]
-    for fwd in forwards.local:
-        argv += ["-L", fwd.spec()]
-    for rfwd in forwards.remote:
-        argv += ["-R", rfwd.spec()]
+    argv += forward_options(forwards)
     argv += hop_options(chain.target, chain, proxy_for(chain, target_index))
     argv.append(chain.target.alias)
     return argv

@@ -54,10 +54,54 @@ def low_latency(sock: Any) -> Any:
     return tuned
 
 
+# paramiko's fallback path (no OpenSSH connection sharing): a second factor after the key.
+SECOND_FACTOR_WAIT = 300.0  # paramiko waits 30 s for an answer: short for a person finding their phone
+_ASKING = threading.Lock()  # a fleet's threads ask one at a time
+
+
 class PromptTransport(Transport):
-    """A paramiko Transport that answers the server's first debug message with an ignored one."""
+    """A paramiko Transport that answers the server's first debug message with an ignored one, and asks
+    for a second factor on the terminal (never paramiko's bare ``input()`` on stdout/stdin)."""
 
     _answered_debug = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.auth_timeout = SECOND_FACTOR_WAIT
+
+    def auth_interactive_dumb(self, username: str, handler: Any = None, submethods: str = "") -> list[str]:
+        """What paramiko's SSHClient calls once the key was accepted and keyboard-interactive is due."""
+        try:
+            tty = open("/dev/tty", "r+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError:
+            from ..errors import LabhopError
+
+            raise LabhopError("the server asks for more than a key (keyboard-interactive: a second factor?) and "
+                              "there is no terminal to ask on; with OpenSSH's `ssh` here, `fab -H HOST login` "
+                              "logs in once for every later run") from None
+
+        def ask(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            import getpass
+
+            answers: list[str] = []
+            with _ASKING:
+                for text in (title, instructions):
+                    if text and text.strip():
+                        tty.write(text.strip() + "\n")
+                tty.flush()
+                for prompt, echo in prompts:
+                    if echo:
+                        tty.write(prompt)
+                        tty.flush()
+                        answers.append(tty.readline().rstrip("\n"))
+                    else:
+                        answers.append(getpass.getpass(prompt, stream=tty))
+            return answers
+
+        try:
+            return self.auth_interactive(username, ask, submethods)
+        finally:
+            tty.close()
 
     def _parse_debug(self, m: Any) -> None:
         super()._parse_debug(m)  # type: ignore[misc]  # private in paramiko, absent from its stubs

@@ -29,9 +29,9 @@ from ..executor import run as run_on_target
 from ..remote import source
 from ..ssh.connect import close_chain
 from ..ssh.openssh import (Chain, Forwards, LocalForward, LocalPortBusy, RemoteForward, SshFailure, bracket,
-                           diagnose, explain_failure, forward_failure, tunnel_argv)
+                           diagnose, explain_failure, forward_failure, forward_options, tunnel_argv)
 from . import rmate as rmate_mod
-from . import supervise
+from . import hold, supervise
 from .endpoint import JupyterEnd, check_http, connect_host
 from .local import port_is_free
 from .process import end_process, start_time
@@ -206,10 +206,12 @@ class Opener:
         log = log_path(self.host, self.kind)
         local_port = self._pick_local_port()
         for _attempt in range(3):  # another program may grab the port between our check and ssh's bind
-            argv = tunnel_argv(self.chain, self._forwards(local_port, rmate_port))
+            argv = self._ssh_argv(self._forwards(local_port, rmate_port))
             if self.req.background:  # a supervisor keeps it open: ssh is started again when it drops
+                masters = self.s.target.masters
                 argv = supervise.command({"argv": argv, "state": str(state_path(self.host, self.kind)),
-                                          "bind": self.req.bind, "port": local_port})
+                                          "bind": self.req.bind, "port": local_port,
+                                          "login": masters.target.path if masters is not None else None})
             proc = self._spawn(argv, log)
             failure = self._wait_local(proc, local_port, log)
             if failure is None:
@@ -241,6 +243,15 @@ class Opener:
             self.say(f"running in the background (pid {proc.pid}); `fab -H {self.host} {self.kind} --close` ends it")
             return
         self._hold(record, proc=proc, log=log)
+
+    def _ssh_argv(self, forwards: Forwards) -> list[str]:
+        """The process that holds the forwards: with the hops' OpenSSH masters (tasks/ssh/master.py), a
+        holder of forwards added to the target's master (tasks/tunnel/hold.py: no login of its own);
+        else an ssh of its own through the whole chain."""
+        masters = self.s.target.masters
+        if masters is None:
+            return tunnel_argv(self.chain, forwards)
+        return hold.command(masters.hold_spec(forward_options(forwards)))
 
     def _wait_supervised(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         """Tell the supervisor (tasks/tunnel/supervise.py) the tunnel works end to end, and return once it

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ BASE_DELAY = 1.0
 MAX_DELAY = 30.0
 STABLE_AFTER = 60.0  # a connection that lasted this long resets the backoff
 UP_WITHOUT_PORT = 3.0  # reverse forward only: alive this long counts as up
+LOGIN_NEEDED = 77  # tasks/tunnel/hold.py: the target's master is gone and its host wants a person
 
 
 def backoff(attempt: int) -> float:
@@ -50,6 +52,9 @@ def describe(state: Optional[dict[str, Any]], now: Optional[float] = None) -> st
         return ""
     now = time.time() if now is None else now
     restarts = state.get("restarts", 0)
+    if state.get("state") == "login needed":
+        return (f"; login needed: the SSH login ended {_ago(now, state.get('since'))} and a hop asks for more "
+                f"than a key; `fab -H HOST login` and the tunnel comes back by itself")
     if state.get("state") == "reconnecting":
         wait = max(0, int(round((state.get("next_attempt") or now) - now)))
         return (f"; reconnecting: ssh exited ({state.get('last_exit')}) {_ago(now, state.get('since'))}, "
@@ -77,6 +82,17 @@ def _write_state(path: str, **state: Any) -> None:
     write_private_json(path, {**state, "supervisor": os.getpid()})
 
 
+def _socket_live(path: str) -> bool:
+    """An OpenSSH master listens on this control socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def _listening(bind: str, port: int) -> bool:
     """Does something (our ssh) listen on bind:port?"""
     return not port_is_free(bind, port)
@@ -88,6 +104,7 @@ class _Supervisor:
         self.state_path: str = spec["state"]
         self.bind: str = spec.get("bind") or "127.0.0.1"
         self.port: Optional[int] = spec.get("port")
+        self.login: Optional[str] = spec.get("login")  # the target master's socket (tasks/tunnel/hold.py)
         self.child: Optional[subprocess.Popen[bytes]] = None
         self.stopping = False
         self.reconnects = 0  # times ssh came up again after the first
@@ -132,6 +149,14 @@ class _Supervisor:
                 up = ever_up = True
             if not ever_up:
                 return code if code > 0 else 1  # it never worked: fab reports why (the log)
+            if code == LOGIN_NEEDED and self.login:
+                # No retries against a host that asks for a second factor: wait for `fab login`.
+                _write_state(self.state_path, state="login needed", pid=None, restarts=self.reconnects,
+                             since=time.time(), last_exit=code, attempt=0, next_attempt=None)
+                while not self.stopping and not _socket_live(self.login):
+                    time.sleep(1.0)
+                attempt = 0
+                continue
             attempt = 1 if up and time.time() - started >= STABLE_AFTER else attempt + 1
             delay = backoff(attempt)
             sys.stderr.write(f"labhop: ssh exited ({code}); starting it again in {delay:.0f}s "

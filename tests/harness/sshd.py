@@ -315,6 +315,7 @@ def _sshd_config(
     authorized_keys: Path,
     pid_file: Path,
     env: Mapping[str, object],
+    overrides: Mapping[str, object] | None = None,
 ) -> str:
     opts = [
         ("ListenAddress", address),
@@ -341,7 +342,9 @@ def _sshd_config(
         ("KexAlgorithms", "-sntrup761x25519-sha512*"),
         ("SetEnv", " ".join(_cfg_value(f"{k}={v}") for k, v in env.items())),
     ]
-    raw = {"Subsystem", "SetEnv"}  # multi-word values that must not be quoted
+    overrides = dict(overrides or {})
+    opts = [(k, overrides.pop(k, v)) for k, v in opts] + list(overrides.items())
+    raw = {"Subsystem", "SetEnv", "AuthenticationMethods"}  # multi-word values that must not be quoted
     return "".join(f"{k} {v if k in raw else _cfg_value(v)}\n" for k, v in opts)
 
 
@@ -353,11 +356,18 @@ def start_sshd(
     netns: str | None = None,
     client_key: Path | None = None,
     port: int | None = None,
+    sshd_options: Mapping[str, object] | None = None,
+    binds: Sequence[tuple[Path, str]] = (),
+    ready_check: bool = True,
 ) -> SshServer:
     """Start a real sshd for tests; returns once ``ssh <server> true`` works.
 
     Files go to ``workdir/sshd-<name>/``.  On loopback a free port is picked
     (retrying on a bind race); inside ``netns`` the port defaults to 2222.
+    ``sshd_options``: sshd_config settings over the harness's (e.g. ``UsePAM``); ``binds``:
+    (file, path) bind-mounted in sshd's own mount namespace (a PAM file over
+    ``/etc/pam.d/sshd``; needs root and passwd-bind isolation). ``ready_check``
+    False: wait only for "Server listening" (a server that wants more than the key).
     """
     workdir = Path(workdir).resolve()
     sdir = workdir / f"sshd-{name}"
@@ -408,6 +418,7 @@ def start_sshd(
                 authorized_keys=authorized_keys,
                 pid_file=sdir / "sshd.pid",
                 env={"HOME": home, "TMUX_TMPDIR": tmux_dir},
+                overrides=sshd_options,
             )
         )
         # validate config early for a clear error
@@ -420,10 +431,13 @@ def start_sshd(
         argv: list[str] = []
         if netns:
             argv += ["ip", "netns", "exec", netns]
+        if binds and isolation != "passwd-bind":
+            raise RuntimeError(f"sshd {name!r}: bind mounts need root and unshare ({isolation} isolation)")
         if isolation == "passwd-bind":
+            mounts = "".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)} && " for src, dst in binds)
             argv += [
                 "unshare", "--mount", "--propagation", "private", "--",
-                "/bin/sh", "-c", 'mount --bind "$1" /etc/passwd && exec "$2" -D -e -f "$3"',
+                "/bin/sh", "-c", 'mount --bind "$1" /etc/passwd && ' + mounts + 'exec "$2" -D -e -f "$3"',
                 "sh", str(passwd_copy), SSHD, str(config),
             ]
         else:
@@ -458,7 +472,7 @@ def start_sshd(
         )
         atexit.register(server.stop)
         try:
-            _wait_ready(server, proc)
+            _wait_ready(server, proc, probe=ready_check)
         except _BindRace as exc:
             last_error = str(exc)
             server.stop()
@@ -478,7 +492,7 @@ class _BindRace(RuntimeError):
     pass
 
 
-def _wait_ready(server: SshServer, proc: subprocess.Popen) -> None:
+def _wait_ready(server: SshServer, proc: subprocess.Popen, probe: bool = True) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     probe_err = ""
     listening = False
@@ -495,6 +509,8 @@ def _wait_ready(server: SshServer, proc: subprocess.Popen) -> None:
             if not listening:
                 time.sleep(0.02)
                 continue
+            if not probe:
+                return
         remaining = max(1.0, deadline - time.monotonic())
         try:
             res = _run(server.ssh_argv("true", direct=True), check=False, timeout=min(5.0, remaining))

@@ -304,6 +304,9 @@ def test_tunnel_background_then_close(scene: Scene) -> None:
 def test_busy_local_port_takes_the_next_free_one_and_says_so(scene: Scene) -> None:
     wanted = scene.port  # the default local port: the server's own
     with socket.socket() as holder:  # a local Jupyter already on the port (seed 001's 8888)
+        # as a server binds (tornado too): connections the earlier tests' forwards closed on this
+        # port may still sit in TIME_WAIT, which only a bind without SO_REUSEADDR trips over
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("127.0.0.1", wanted))
         holder.listen()
         out = scene.fab("tunnel", "--background").ok().stdout

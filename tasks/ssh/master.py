@@ -1,0 +1,397 @@
+"""One authenticated OpenSSH master connection per hop, shared by everything labhop does.
+
+Each hop of a chain (jump hosts outermost first, then the target) gets an ``ssh`` master
+(``ControlMaster``/``ControlPersist``) listening on a control socket; a hop behind a jump
+host connects through the jump host's master (``ProxyCommand ssh -S <jump socket> -W``),
+so the masters chain like the hops and a fleet behind one bastion logs in to it once.
+Commands, uploads and forwards are mux clients of the target's master (``runner.py``).
+
+The first login to a hop is OpenSSH's own: on the user's terminal or ``SSH_ASKPASS``
+(second factors, host keys to ask about), one hop at a time under a lock file, so a fleet
+never prompts in parallel. Without a terminal and without askpass, masters are started
+with ``BatchMode=yes``: a hop that wants more than a key fails at once and is named
+(``LoginNeeded``). A master the user already runs (``ssh -G`` gives its ControlPath) is
+used as it is.
+
+Sockets live in ``<state dir>/cm`` (0700) under 16-hex-digit names (macOS limits a socket
+path to 104 bytes, and ssh binds a 17-character temporary name first); a hop's name is
+a hash of everything that makes its connection (config file, user, address, port, keys,
+the hops in front of it).
+
+No fabric / invoke / paramiko import: only the ``ssh`` binary.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional
+
+from ..errors import LabhopError
+from .openssh import SSH, Chain, Hop, _escape, explain_failure, hop_options, hop_title
+
+DEFAULT_PERSIST = "10h"  # a working day: no second factor again until tomorrow
+PERSIST_ENV = "LABHOP_LOGIN_PERSIST"
+TRANSPORT_ENV = "LABHOP_TRANSPORT"  # "openssh" (default where possible) or "paramiko"
+CONTROL_SUBDIR = "cm"
+SOCKET_NAME_LEN = 16
+MAX_SOCKET_PATH = 104 - 1 - 17  # sun_path, minus NUL and ssh's ".XXXXXXXXXXXXXXXX" while binding
+BATCH_LOGIN_TIMEOUT = 60.0  # a key-only login (the connect itself is bounded by ConnectTimeout)
+INTERACTIVE_LOGIN_TIMEOUT = 600.0  # a person typing a code, or finding their phone for a push
+_PERSIST = re.compile(r"^(?:\d+[sSmMhHdDwW]?)+$|^(?:yes|no)$")
+
+
+class LoginNeeded(LabhopError):
+    """A hop wants more than a key (a second factor, a password) and nobody can answer here."""
+
+
+# -- where sockets live ------------------------------------------------------------------------
+
+def state_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """``$XDG_STATE_HOME/labhop`` or ``~/.local/state/labhop`` (as the tunnel's records)."""
+    env = os.environ if environ is None else environ
+    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else \
+        Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    return base / "labhop"
+
+
+def control_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """The 0700 directory for control sockets; a short one under the temp dir when the state
+    dir is too deep for a socket path."""
+    wanted = state_dir(environ) / CONTROL_SUBDIR
+    if len(str(wanted)) + 1 + SOCKET_NAME_LEN > MAX_SOCKET_PATH:
+        tag = hashlib.sha256(str(wanted).encode()).hexdigest()[:8]  # one per state dir, as there
+        wanted = Path(tempfile.gettempdir()) / f"labhop-{os.getuid()}-{tag}"
+    wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = wanted.stat()
+    if info.st_uid != os.getuid():
+        raise LabhopError(f"{wanted} belongs to another user: labhop keeps its SSH control sockets there")
+    if info.st_mode & 0o077:
+        wanted.chmod(0o700)
+    return wanted
+
+
+def hop_key(chain: Chain, index: int) -> str:
+    """Everything that makes hop ``index``'s connection, including the hops before it."""
+    parts = [chain.config_file or ""]
+    for hop in chain.hops[:index + 1]:
+        # The trust settings too: a login checked against other known_hosts files is another login.
+        # Keys de-duplicated (Fabric may list one twice), as hop_options hands them to ssh.
+        parts.append("\0".join([hop.alias, hop.user, hop.hostname, str(hop.port), *dict.fromkeys(hop.identity_files),
+                                hop.proxy_command or "", *hop.host_key_options]))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:SOCKET_NAME_LEN]
+
+
+def is_live(path: str) -> bool:
+    """A master listens on ``path`` (a connect that the master drops at once; no ssh process)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+# -- can a person answer a prompt here? ----------------------------------------------------------
+
+def can_prompt(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """ssh can ask: a controlling terminal, or SSH_ASKPASS that ssh will use."""
+    env = os.environ if environ is None else environ
+    if env.get("SSH_ASKPASS") and (env.get("SSH_ASKPASS_REQUIRE") in ("force", "prefer") or env.get("DISPLAY")):
+        return True
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def transport_available(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """None when OpenSSH connection sharing can be used, else why not (said once by the caller)."""
+    env = os.environ if environ is None else environ
+    chosen = (env.get(TRANSPORT_ENV) or "openssh").lower()
+    if chosen == "paramiko":
+        return f"${TRANSPORT_ENV}=paramiko"
+    if chosen != "openssh":
+        raise LabhopError(f"${TRANSPORT_ENV}: {chosen!r} is not openssh or paramiko")
+    if sys.platform == "win32":
+        return "Windows' OpenSSH has no ControlMaster"
+    if shutil.which(SSH) is None:
+        return "no ssh client on PATH"
+    return None
+
+
+def persist_value(value: Optional[str], environ: Optional[Mapping[str, str]] = None) -> str:
+    env = os.environ if environ is None else environ
+    chosen = value or env.get(PERSIST_ENV) or DEFAULT_PERSIST
+    if not _PERSIST.match(chosen) or chosen == "no":
+        raise LabhopError(f"login_persist {chosen!r}: use an ssh time such as 10h, 90m or 1d")
+    return chosen
+
+
+# -- the masters of one chain ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Master:
+    hop: Hop
+    index: int
+    path: str  # the control socket
+    ours: bool = True  # False: the user's own master, from their ssh_config
+
+    def client_argv(self, *options: str) -> list[str]:
+        """``ssh`` as a client of this master only: never a connection of its own (a dead master
+        makes it fail at once instead of logging in again, which could prompt)."""
+        return [SSH, "-F", "none", "-S", _escape(self.path), "-o", "ControlMaster=no", "-o", "BatchMode=yes",
+                "-o", "ProxyCommand=false", "-o", "LogLevel=ERROR", "-e", "none", *options, self.hop.alias]
+
+    def check(self) -> bool:
+        return is_live(self.path)
+
+
+def proxy_through(master: Master) -> str:
+    """A ProxyCommand for the next hop that rides ``master`` (``-W`` through the mux, %h:%p filled by ssh)."""
+    words = [_escape(shlex.quote(w)) for w in master.client_argv()[:-1]]
+    return " ".join([*words, "-W", "[%h]:%p", _escape(shlex.quote(master.hop.alias))])
+
+
+class Masters:
+    """The masters for one chain: found live, or started hop by hop (outermost first)."""
+
+    def __init__(self, chain: Chain, *, persist: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
+                 say: Optional[Callable[[str], None]] = None) -> None:
+        self.chain = chain
+        self.environ = dict(os.environ if environ is None else environ)
+        self.persist = persist_value(persist, self.environ)
+        self.dir = control_dir(self.environ)
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._masters: list[Master] = []
+        self.started: list[str] = []  # the hops this process logged in to (the others were live)
+
+    def path_for(self, index: int) -> str:
+        return str(self.dir / hop_key(self.chain, index))
+
+    def own(self, index: int) -> Master:
+        return Master(self.chain.hops[index], index, self.path_for(index))
+
+    @property
+    def target(self) -> Master:
+        if len(self._masters) != len(self.chain.hops):
+            self.ensure()
+        return self._masters[-1]
+
+    def live(self) -> list[Optional[Master]]:
+        """Each hop's live master (ours, else the user's own), or None; starts nothing."""
+        found: list[Optional[Master]] = []
+        for index in range(len(self.chain.hops)):
+            mine = self.own(index)
+            found.append(mine if mine.check() else self._users_master(index))
+        return found
+
+    def ensure(self, *, interactive: Optional[bool] = None) -> list[Master]:
+        """Every hop's master, live: reused, or started (the first login)."""
+        if interactive is None:
+            interactive = can_prompt(self.environ)
+        masters: list[Master] = []
+        for index in range(len(self.chain.hops)):
+            mine = self.own(index)
+            if mine.check():
+                masters.append(mine)
+                continue
+            users = self._users_master(index)
+            if users is not None:
+                masters.append(users)
+                continue
+            with self._login_lock():
+                if not mine.check():  # another run may have logged in while this one waited
+                    self._start(index, masters[-1] if masters else None, interactive=interactive)
+                    self.started.append(mine.hop.name)
+            masters.append(mine)
+        self._masters = masters
+        return masters
+
+    def exit_all(self) -> list[str]:
+        """Close labhop's own masters, innermost first (a jump host's carries the ones behind it).
+        The user's own masters are theirs to close. Returns the hop names closed."""
+        closed: list[str] = []
+        for index in reversed(range(len(self.chain.hops))):
+            mine = self.own(index)
+            if not mine.check():
+                continue
+            subprocess.run(mine.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=15, check=False)
+            closed.append(mine.hop.name)
+        return closed
+
+    def hold_spec(self, forward_args: list[str]) -> dict[str, object]:
+        """What tasks/tunnel/hold.py needs to keep forwards in the target's master: each hop's socket
+        and how to start it again without a prompt (None for the user's own master)."""
+        masters = self._masters or self.ensure()
+        hops: list[dict[str, object]] = []
+        for index, master in enumerate(masters):
+            start = self.start_argv(index, masters[index - 1] if index else None, interactive=False) \
+                if master.ours else None
+            hops.append({"name": master.hop.name, "path": master.path, "start": start})
+        return {"hops": hops, "client": masters[-1].client_argv()[:-1], "alias": masters[-1].hop.alias,
+                "forwards": forward_args}
+
+    def _users_master(self, index: int) -> Optional[Master]:
+        """The user's own ControlMaster for this hop (ssh_config), when it runs: reused as it is.
+        Only for a hop reached the way ssh_config reaches it (an alias, no inventory jump in front)."""
+        hop = self.chain.hops[index]
+        if index > 0 or hop.alias != hop.name:
+            return None
+        argv = [SSH, *(["-F", self.chain.config_file] if self.chain.config_file else []), "-G", hop.alias]
+        try:
+            out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+                                 check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        values = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        path = values.get("controlpath", "none").strip()
+        if path in ("", "none") or values.get("user") != hop.user or values.get("port") != str(hop.port):
+            return None
+        path = os.path.expanduser(path)
+        if not is_live(path):
+            return None
+        return Master(hop, index, path, ours=False)
+
+    @contextlib.contextmanager
+    def _login_lock(self) -> Iterator[None]:
+        """One login at a time on this machine (threads of a fleet and other fab runs alike)."""
+        fd = os.open(self.dir / "login.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def start_argv(self, index: int, jump: Optional[Master], *, interactive: bool) -> list[str]:
+        hop = self.chain.hops[index]
+        proxy = proxy_through(jump) if jump is not None else (
+            _escape(hop.proxy_command) if hop.proxy_command else "none")
+        argv = [SSH, "-f", "-N", "-T",
+                "-o", "ControlMaster=yes", "-o", f"ControlPath={_escape(self.path_for(index))}",
+                "-o", f"ControlPersist={self.persist}",
+                # The master holds what later runs add (forwards); none from the user's config.
+                "-o", "ClearAllForwardings=yes",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+        if interactive:
+            argv += ["-o", "BatchMode=no"]  # the first value given wins over hop_options' BatchMode=yes
+            if hop.host_key_mode == "ask" and not hop.batch_mode:
+                argv += ["-o", "StrictHostKeyChecking=ask"]
+        argv += hop_options(hop, self.chain, proxy)
+        argv.append(hop.alias)
+        return argv
+
+    def _start(self, index: int, jump: Optional[Master], *, interactive: bool) -> None:
+        hop = self.chain.hops[index]
+        _known_hosts_dir(hop)
+        argv = self.start_argv(index, jump, interactive=interactive)
+        with tempfile.TemporaryFile() as err:
+            try:
+                # stdin: with -f the master detaches after login; stderr to a file, not a pipe,
+                # since the detached master (and its ProxyCommand) may keep it open.
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                      timeout=INTERACTIVE_LOGIN_TIMEOUT if interactive else BATCH_LOGIN_TIMEOUT,
+                                      env=self.environ, check=False)
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        for line in stderr.splitlines():
+            if "Permanently added" in line:  # accept-new: as labhop's own check says it
+                self.say(f"labhop: {hop.name}: permanently added {line.split('added', 1)[1].strip()}")
+        if code == 0 and is_live(self.path_for(index)):
+            return
+        if code is None:
+            raise LabhopError(f"{hop_title(self.chain, index)}: no login within "
+                              f"{int(INTERACTIVE_LOGIN_TIMEOUT if interactive else BATCH_LOGIN_TIMEOUT)}s")
+        raise login_failure(stderr, self.chain, index, interactive=interactive)
+
+
+def _known_hosts_dir(hop: Hop) -> None:
+    """Make the first user known_hosts file's directory (0700), as labhop's own check does: ssh
+    accepts a new key but cannot record it where the directory is missing."""
+    for option in hop.host_key_options:
+        if option.startswith("UserKnownHostsFile="):
+            files = shlex.split(option.split("=", 1)[1])
+            if files and files[0] != "/dev/null":
+                Path(files[0]).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+
+
+_OFFENDING = re.compile(r"Offending (\S+) key in (\S+):(\d+)")
+_SENT = re.compile(r"fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?$", re.M)
+_UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+) and")
+_REVOKED = re.compile(r"The (\S+) host key for (\S+) is marked as revoked")
+
+
+def hostkey_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -> Optional[str]:
+    """ssh's host-key refusal, said the way labhop's own check says it (tasks/ssh/hostkeys.py)."""
+    hop = chain.hops[index]
+    where = hop_title(chain, index)
+    name = hop.hostname if hop.port == 22 else f"[{hop.hostname}]:{hop.port}"
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        sent, offending = _SENT.search(stderr), _OFFENDING.search(stderr)
+        offered = f"{sent.group(1)} key {sent.group(2)}" if sent else "another key"
+        known = f"{offending.group(2)}:{offending.group(3)}" if offending else "known_hosts"
+        path = offending.group(2) if offending else "~/.ssh/known_hosts"
+        return (f"{where}: host key of {name} has CHANGED: it offers {offered}, {known} has another; refusing to "
+                f"connect (someone may be intercepting; if the host was reinstalled, check the new key, then "
+                f"`ssh-keygen -R {shlex.quote(name)} -f {path}`)")
+    revoked = _REVOKED.search(stderr)
+    if revoked:
+        return f"{where}: host key of {name} is revoked ({revoked.group(1)} key); refusing to connect"
+    unknown = _UNKNOWN.search(stderr)
+    if unknown:
+        why = ("StrictHostKeyChecking is yes" if hop.host_key_mode == "yes" else
+               "StrictHostKeyChecking is ask and there is no terminal to ask on")
+        return (f"{where}: host key of {name} is unknown ({unknown.group(1)} key, not in the known_hosts files) "
+                f"and {why}: check the fingerprint, then `ssh {hop.name}` once (or `fab -H {chain.target.name} "
+                f"login` on a terminal), or set StrictHostKeyChecking accept-new for it in ssh_config")
+    return None
+
+
+_CONNECT = re.compile(r"ssh: connect to host (\S+) port (\d+): (.+)")
+_OPEN_FAILED = re.compile(r"open failed: (?:connect failed|administratively prohibited): ?(.*)")
+
+
+def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -> LabhopError:
+    """One line for a master that did not start at hop ``index`` (every hop before it is logged in):
+    a hop that needs a person is named as such; a hop behind a jump host that cannot be reached is
+    said as "JUMP cannot reach HOP"."""
+    hostkey = hostkey_failure(stderr, chain, index, interactive=interactive)
+    if hostkey:
+        return LabhopError(hostkey)
+    title = hop_title(chain, index)
+    methods = re.search(r"Permission denied \(([^)]*)\)", stderr)
+    if methods:
+        wants = set(methods.group(1).split(","))
+        if not interactive and wants & {"keyboard-interactive", "password"}:
+            return LoginNeeded(f"{title} needs a login (it asks for more than a key: {', '.join(sorted(wants))}): "
+                               f"run `fab -H {chain.target.name} login` on a terminal")
+        return LabhopError(f"{title}: SSH authentication failed (Permission denied ({methods.group(1)}))")
+    connect = _CONNECT.search(stderr)
+    if connect and index == 0:
+        return LabhopError(f"{title}: cannot connect to {connect.group(1)}:{connect.group(2)}: "
+                           f"{connect.group(3).strip()}")
+    if index > 0 and ("stdio forwarding failed" in stderr or "open failed" in stderr
+                      or "Connection closed by UNKNOWN" in stderr):
+        found = _OPEN_FAILED.search(stderr)
+        detail = (found.group(1).strip() if found else "") or "connect failed"
+        return LabhopError(f"{chain.hops[index - 1].name} cannot reach {title}: "
+                           f"the jump host's sshd could not connect ({detail})")
+    return LabhopError(explain_failure(stderr, chain))
