@@ -51,6 +51,13 @@ INTERACTIVE_LOGIN_TIMEOUT = 600.0  # a person typing a code, or finding their ph
 _PERSIST = re.compile(r"^(?:\d+[sSmMhHdDwW]?)+$|^(?:yes|no)$")
 
 
+def child_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment for ssh processes: this run's, without the --public password (only fab holds it)."""
+    env = dict(os.environ if environ is None else environ)
+    env.pop("LABHOP_PASSWORD", None)
+    return env
+
+
 class LoginNeeded(LabhopError):
     """A hop wants more than a key (a second factor, a password) and nobody can answer here."""
 
@@ -172,7 +179,7 @@ class Masters:
     def __init__(self, chain: Chain, *, persist: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
                  say: Optional[Callable[[str], None]] = None) -> None:
         self.chain = chain
-        self.environ = dict(os.environ if environ is None else environ)
+        self.environ = child_env(environ)  # a master lives for hours: no password meant for this run
         self.persist = persist_value(persist, self.environ)
         self.dir = control_dir(self.environ)
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -230,7 +237,7 @@ class Masters:
             if not mine.check():
                 continue
             subprocess.run(mine.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=15, check=False)
+                           timeout=15, check=False, env=self.environ)
             closed.append(mine.hop.name)
         return closed
 
@@ -255,7 +262,7 @@ class Masters:
         argv = [SSH, *(["-F", self.chain.config_file] if self.chain.config_file else []), "-G", hop.alias]
         try:
             out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
-                                 check=False).stdout
+                                 check=False, env=self.environ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return None
         values = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)

@@ -23,7 +23,7 @@ from fabric import Connection
 from invoke.runners import Local
 
 from ..errors import LabhopError
-from .master import Master, Masters
+from .master import Master, Masters, child_env
 
 CONNECTION_LOST = -1
 
@@ -45,7 +45,7 @@ class MasterRunner(Local):
         master: Master = self.context.master
         options = ["-tt"] if getattr(self, "_remote_pty", False) else ["-T"]
         self.process = subprocess.Popen([*master.client_argv(*options), "--", command], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
 
     def generate_env(self, env: dict[str, Any], replace_env: bool) -> dict[str, Any]:
         return dict(env)  # only what the task asked for goes to the target, never this machine's env
@@ -84,7 +84,8 @@ class SharedConnection(Connection):  # type: ignore[misc]  # fabric ships no typ
         redirect = ">>" if append else ">"
         command = f"umask 077 && cat {redirect} {shlex.quote(dest)}"
         proc = subprocess.Popen([*self.master.client_argv("-T"), "--", "sh -c " + shlex.quote(command)],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=child_env())
         assert proc.stdin is not None and proc.stderr is not None
         try:
             for chunk in chunks:
