@@ -15,6 +15,7 @@ from typing import Any, Optional
 from .. import shell
 from ..errors import LabhopError
 from ..jupyter_config import ServerSettings, render
+from ..remote import source
 from ..target.layout import Layout
 from .options import SlurmRequest
 
@@ -73,115 +74,11 @@ def render_config(server: ServerSettings) -> str:
     )
 
 
-# Runs on the compute node with the venv's python, as the job's only process besides JupyterLab.
-LAUNCH_SOURCE = r'''
-import json, os, signal, socket, ssl, subprocess, sys, time, urllib.error, urllib.request
-endpoint, config_dir, root_dir, want, jupyter, scheme, lab_dir = sys.argv[1:8]
-want = int(want)
-job = os.environ.get("SLURM_JOB_ID", "")
-node = socket.gethostname()
-def say(text):
-    print("labhop: " + text, flush=True)
-def address():
-    # the address the login node reaches this node at: the node name's own, else the interface
-    # that routes to the submit host (a UDP connect sends nothing)
-    try:
-        found = socket.gethostbyname(node)
-        if not found.startswith("127."):
-            return found
-    except OSError:
-        pass
-    try:
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.connect((os.environ.get("SLURM_SUBMIT_HOST", ""), 9))
-        return probe.getsockname()[0]
-    except OSError:
-        return "0.0.0.0"
-def free(addr, port):
-    s = socket.socket()
-    # as JupyterLab binds (tornado sets SO_REUSEADDR): a listener makes it fail, TIME_WAIT leftovers do not
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((addr, port)); return port
-    except OSError:
-        return None
-    finally:
-        s.close()
-def any_port(addr):
-    s = socket.socket(); s.bind((addr, 0)); port = s.getsockname()[1]; s.close(); return port
-addr = address()
-env = dict(os.environ)
-env.pop("JUPYTER_CONFIG_PATH", None)
-env.update(JUPYTER_CONFIG_DIR=config_dir, JUPYTER_PREFER_ENV_PATH="0", LABHOP_SLURM_IP=addr,
-           JUPYTERLAB_SETTINGS_DIR=os.path.join(lab_dir, "user-settings"),
-           JUPYTERLAB_WORKSPACES_DIR=os.path.join(lab_dir, "workspaces"))
-context = ssl._create_unverified_context()
-proc = None
-stopping = []
-def stop(signum, frame):
-    stopping.append(signum)
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    say("stopping JupyterLab (signal %d)" % signum)
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
-def answers(url):
-    try:
-        urllib.request.urlopen(url, timeout=2, context=context); return True
-    except urllib.error.HTTPError:
-        return True
-    except Exception:
-        return False
-up = False
-for attempt in range(3):
-    if stopping:
-        sys.exit(1)
-    port = free(addr, want) if attempt == 0 else None
-    if port is None:
-        port = any_port(addr)
-        say("port %d is taken on %s: using %d" % (want, node, port) if attempt == 0 else "trying port %d" % port)
-    env["LABHOP_SLURM_PORT"] = str(port)
-    say("starting JupyterLab on %s (%s:%d), job %s" % (node, addr, port, job))
-    proc = subprocess.Popen([jupyter, "lab"], cwd=root_dir, env=env, stdin=subprocess.DEVNULL)
-    url = "%s://%s:%d/api" % (scheme, "127.0.0.1" if addr == "0.0.0.0" else addr, port)
-    while proc.poll() is None:
-        if answers(url):
-            up = True
-            break
-        time.sleep(0.2)
-    if up:
-        break
-    if stopping:
-        sys.exit(1)  # cancelled or out of time while starting
-    say("JupyterLab exited (status %s) before it answered" % proc.returncode)
-if not up:
-    sys.exit(1)
-record = {"job": job, "node": node, "host": addr, "port": port, "scheme": scheme, "pid": proc.pid,
-          "since": int(time.time())}
-old = os.umask(0o077)
-tmp = "%s.%s.tmp" % (endpoint, job)
-with open(tmp, "w") as f:
-    json.dump(record, f)
-os.chmod(tmp, 0o600)
-os.rename(tmp, endpoint)
-os.umask(old)
-say("JupyterLab answers on %s:%d" % (addr, port))
-status = proc.wait()
-try:
-    with open(endpoint) as f:
-        if json.load(f).get("job") == job:
-            os.unlink(endpoint)
-except (OSError, ValueError):
-    pass
-sys.exit(status if status >= 0 else 0)
-'''
-
-
 def job_script(layout: Layout, request: SlurmRequest, *, home: str, root_dir: str, port: int, scheme: str) -> str:
     """The batch script (sbatch reads it on stdin): labhop's #SBATCH lines, the request's, the launcher."""
     slurm = SlurmLayout(layout.prefix)
     py = layout.venv_python
-    argv = [py, "-c", LAUNCH_SOURCE, slurm.endpoint, slurm.config_dir, root_dir, str(port),
+    argv = [py, "-c", source("slurm_launch.py"), slurm.endpoint, slurm.config_dir, root_dir, str(port),
             layout.venv_bin("jupyter"), scheme, posixpath.join(home, ".jupyter", "lab")]
     directives = [f"--job-name={JOB_NAME}", f"--output={slurm.log_pattern}", "--nodes=1", "--ntasks=1",
                   *request.directives()]

@@ -17,50 +17,11 @@ from .. import shell
 from ..errors import LabhopError
 from ..executor import ApplyResult, apply, read_file_tail, run
 from ..outcome import HostResult, applied
+from ..remote import source
 from ..steps import Command, Skip, WriteFile
 from .job import Endpoint, JobRecord, SlurmLayout, fingerprint, job_script, parse_sbatch, render_config, sbatch_argv
 from .options import SlurmRequest
 from .queue import FORMAT, GONE, UNKNOWN, JobState, describe, parse_squeue
-
-# Runs on the login node (the target's python3, source on stdin): labhop's job record, the job's
-# endpoint file, the server config (for its token), and squeue's answer about that one job, in one
-# round trip. squeue gets no SQUEUE_* variable of the user's and a fixed time format.
-QUERY_SOURCE = r'''
-import json, os, shutil, subprocess, sys, time
-d = os.path.join(os.path.expanduser(sys.argv[1]), "slurm")
-fmt = sys.argv[2]
-only = sys.argv[3] if len(sys.argv) > 3 else ""  # ask about this job instead of the recorded one
-out = {"now": time.strftime("%Y-%m-%dT%H:%M:%S"), "sbatch": shutil.which("sbatch"), "dir": os.path.isdir(d)}
-def read(name):
-    try:
-        with open(os.path.join(d, name)) as f:
-            return f.read()
-    except OSError:
-        return None
-for key, name in (("job", "job.json"), ("endpoint", "endpoint.json")):
-    try:
-        out[key] = json.loads(read(name) or "null")
-    except ValueError:
-        out[key] = None
-out["config"] = read("jupyter/jupyter_server_config.py")
-job = out["job"] if isinstance(out["job"], dict) else None
-if only:
-    job = {"id": only, "cluster": sys.argv[4] if len(sys.argv) > 4 else ""}
-if job and shutil.which("squeue"):
-    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("SQUEUE_") and k != "SLURM_CLUSTERS")
-    env["SLURM_TIME_FORMAT"] = "standard"
-    argv = ["squeue", "--noheader", "--states=all", "--jobs", str(job.get("id")), "--format", fmt]
-    if job.get("cluster"):
-        argv += ["--clusters", str(job["cluster"])]
-    try:
-        p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=60)
-        out["squeue"] = [p.returncode, p.stdout, p.stderr]
-    except subprocess.TimeoutExpired:
-        out["squeue"] = [124, "", "squeue: Socket timed out (no answer within 60s)"]
-print(json.dumps(out))
-'''
-
 
 @dataclass(frozen=True)
 class Query:
@@ -82,9 +43,10 @@ class Query:
 
 def query(c: Any, python: str, prefix: str, job: Optional[JobRecord] = None) -> Query:
     """``job``: squeue about that job (not the recorded one); ``Query.state`` is then that job's."""
-    extra = f" {shell.q(job.id)} {shell.q(job.cluster or '')}" if job else ""
-    command = f"{shell.q(python)} - {shell.q(prefix)} {shell.q(FORMAT)}{extra}"
-    result = run(c, command, stdin=QUERY_SOURCE, what="asking the login node about the Slurm job")
+    paths = SlurmLayout(prefix)
+    args = [paths.record, paths.endpoint, paths.config_file, FORMAT, *([job.id, job.cluster or ""] if job else [])]
+    command = f"{shell.q(python)} - {shell.join(args)}"
+    result = run(c, command, stdin=source("slurm_query.py"), what="asking the login node about the Slurm job")
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
