@@ -127,6 +127,9 @@ class Waiter:
             state = q.state or JobState(GONE)
             if q.serving:
                 return q
+            if state.state == "COMPLETING" and self.clock() < started + self.wait:
+                self.sleep(0.5)  # ending: its final state (FAILED, CANCELLED...) says more
+                continue
             if state.ended:
                 raise LabhopError(f"job {record.id} ended before JupyterLab answered "
                                   f"({describe(state, now=q.now)}); log: {log_tail(self.c, record)}")
@@ -276,10 +279,10 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
         s.report.say(f"  changed  {why}")
         old = record if alive else None
         record = submit(s.c, slurm, argv, script, print_)  # first: if sbatch refuses, the old job still serves
-        if old is not None:
-            stop_job(s, old)
         on = f" on cluster {record.cluster}" if record.cluster else ""
         s.report.say(f"  changed  submitted job {record.id}{on}; log {record.log}")
+        if old is not None:
+            stop_job(s, old)
         changed.append(f"submit job {record.id}")
     else:
         s.report.say(f"  ok       job {record.id if record else '?'}: already "
