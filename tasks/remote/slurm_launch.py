@@ -144,4 +144,5 @@ def main(argv):
     return status if status >= 0 else 0
 
 
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

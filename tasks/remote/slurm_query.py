@@ -57,4 +57,5 @@ def main(argv):
     print(json.dumps(out))
 
 
-main(sys.argv[1:])
+if __name__ == "__main__":
+    main(sys.argv[1:])
