@@ -17,15 +17,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any, Dict, List, Optional
 
 TRIES = 3  # another port when JupyterLab lost a race for the one found free
 
 
-def say(text):
+def say(text: str) -> None:
     print("labhop: " + text, flush=True)
 
 
-def address(node):
+def address(node: str) -> str:
     """The node name's own address, else the interface that routes to the submit host (a UDP connect
     sends nothing)."""
     try:
@@ -37,12 +38,12 @@ def address(node):
     try:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.connect((os.environ.get("SLURM_SUBMIT_HOST", ""), 9))
-        return probe.getsockname()[0]
+        return str(probe.getsockname()[0])
     except OSError:
         return "0.0.0.0"
 
 
-def free(addr, port):
+def free(addr: str, port: int) -> Optional[int]:
     s = socket.socket()
     # as JupyterLab binds (tornado sets SO_REUSEADDR): a listener makes it fail, TIME_WAIT leftovers do not
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -55,15 +56,15 @@ def free(addr, port):
         s.close()
 
 
-def any_port(addr):
+def any_port(addr: str) -> int:
     s = socket.socket()
     s.bind((addr, 0))
-    port = s.getsockname()[1]
+    port = int(s.getsockname()[1])
     s.close()
     return port
 
 
-def answers(url, context):
+def answers(url: str, context: ssl.SSLContext) -> bool:
     try:
         urllib.request.urlopen(url, timeout=2, context=context)
         return True
@@ -73,7 +74,7 @@ def answers(url, context):
         return False
 
 
-def write_endpoint(path, record):
+def write_endpoint(path: str, record: Dict[str, Any]) -> None:
     old = os.umask(0o077)
     try:
         tmp = "%s.%s.tmp" % (path, record["job"])
@@ -85,9 +86,9 @@ def write_endpoint(path, record):
         os.umask(old)
 
 
-def main(argv):
-    endpoint, config_dir, root_dir, want, jupyter, scheme, lab_dir = argv[:7]
-    want = int(want)
+def main(argv: List[str]) -> int:
+    endpoint, config_dir, root_dir, wanted, jupyter, scheme, lab_dir = argv[:7]
+    want = int(wanted)
     job = os.environ.get("SLURM_JOB_ID", "")
     node = socket.gethostname()
     addr = address(node)
@@ -97,9 +98,9 @@ def main(argv):
                JUPYTERLAB_SETTINGS_DIR=os.path.join(lab_dir, "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=os.path.join(lab_dir, "workspaces"))
     context = ssl._create_unverified_context()  # our own server on our own node
-    state = {"proc": None, "stopping": False}
+    state: Dict[str, Any] = {"proc": None, "stopping": False}
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Any) -> None:
         state["stopping"] = True
         proc = state["proc"]
         if proc is not None and proc.poll() is None:
@@ -108,7 +109,8 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    proc, port = None, want
+    proc: Optional["subprocess.Popen[bytes]"] = None
+    port: Optional[int] = want
     for attempt in range(TRIES):
         if state["stopping"]:
             return 1

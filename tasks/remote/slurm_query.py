@@ -13,9 +13,10 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any, Dict, List, Optional
 
 
-def read(path):
+def read(path: str) -> Optional[str]:
     try:
         with open(os.path.expanduser(path)) as f:
             return f.read()
@@ -23,14 +24,14 @@ def read(path):
         return None
 
 
-def load(path):
+def load(path: str) -> Any:
     try:
         return json.loads(read(path) or "null")
     except ValueError:
         return None
 
 
-def squeue(job, fmt):
+def squeue(job: Dict[str, Any], fmt: str) -> List[Any]:
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith("SQUEUE_") and k != "SLURM_CLUSTERS")
     env["SLURM_TIME_FORMAT"] = "standard"
     argv = ["squeue", "--noheader", "--states=all", "--jobs", str(job.get("id")), "--format", fmt]
@@ -44,9 +45,9 @@ def squeue(job, fmt):
     return [p.returncode, p.stdout, p.stderr]
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
     record, endpoint, config, fmt = argv[:4]
-    out = {"now": time.strftime("%Y-%m-%dT%H:%M:%S"), "sbatch": shutil.which("sbatch"),
+    out: Dict[str, Any] = {"now": time.strftime("%Y-%m-%dT%H:%M:%S"), "sbatch": shutil.which("sbatch"),
            "dir": os.path.isdir(os.path.dirname(os.path.expanduser(record))),
            "job": load(record), "endpoint": load(endpoint), "config": read(config)}
     job = out["job"] if isinstance(out["job"], dict) else None
