@@ -27,7 +27,8 @@ from bench.hosts import REPO, Figure, bench_hosts  # noqa: E402
 # Benchmarks other parts of labhop own: run when present, their output quoted.
 OTHERS = {"tunnel_throughput.py": "Tunnel throughput vs raw `ssh -L`",
           "provision_offline.py": "Air-gapped provision, cold and warm",
-          "provision_online.py": "Online provision vs `uv pip install` by hand"}
+          "provision_online.py": "Online provision vs `uv pip install` by hand",
+          "kernels_noop.py": "No-op serve with three registered kernels"}
 OTHERS_TIMEOUT = 1800
 
 
