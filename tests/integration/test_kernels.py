@@ -184,3 +184,15 @@ def test_a_package_dropped_from_the_list_is_left_installed_and_said_once(scene: 
         assert left.returncode == 0  # left installed, as said
     finally:
         scene.ws.inventory.write_text(text)
+
+
+def test_a_package_that_does_not_resolve_is_the_installers_one_line_and_nothing_half_installed(scene: Scene) -> None:
+    bad = scene.fab("serve", "--with", "labhop-no-such-package-4711")
+    assert bad.returncode == 1, bad.output
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("labhop: ")]
+    assert len(errors) == 1 and "labhop-no-such-package-4711" in errors[0], bad.stderr
+    assert "Traceback" not in bad.output
+    # The failed step left no completion mark: the next run installs the list again, then all is in place.
+    out = scene.fab("serve").ok().stdout
+    assert "(the last install did not finish)" in out and "already running with this config" in out, out
+    assert "serve: nothing to do" in scene.fab("serve").ok().stdout
