@@ -90,6 +90,14 @@ def lab(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         topology.run("target", f"rm -f ~/{marker}", check=False)
 
 
+def evidence(lab: Lab) -> str:
+    """The tunnel's log and state here, the server's log there: what a failed browser step saw on the way."""
+    lines = [f"--- {path.name}:\n{path.read_text(errors='replace')[-3000:]}"
+             for path in sorted((lab.state / "labhop").glob("*")) if path.is_file()]
+    lines.append(f"--- fab logs:\n{lab.fab('logs', '--lines', '120').output}")
+    return "\n".join(lines)
+
+
 def keep(path: Path) -> None:
     """LABHOP_TEST_SCREENSHOTS=DIR keeps what chromium showed (pytest's tmp dirs rotate away)."""
     if os.environ.get("LABHOP_TEST_SCREENSHOTS"):
@@ -163,16 +171,22 @@ def test_public_login_over_tls_then_a_cell_runs_on_the_target(lab: Lab, tmp_path
     # goes into the form, JupyterLab opens, a new notebook's cell runs over the browser's own kernel websocket.
     need(chromium() is not None, "Debian's chromium is not installed (.ci/run installs it)")
     need(playwright_available(), "playwright (the test extras) is not installed")
+    failed: list[str] = []
     with browser_page() as page:
+        page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url}: {r.failure}"))
         page.goto(url)
         page.wait_for_selector("#password_input")
         page.screenshot(path=tmp_path / "login.png")
         page.fill("#password_input", PASSWORD)
         page.click("#login_submit")
-        page.wait_for_selector(".jp-LabShell", timeout=90_000)
-        out = notebook_cell(page, WHERE)
-        page.screenshot(path=tmp_path / "notebook.png")
+        try:
+            page.wait_for_selector(".jp-LabShell", timeout=90_000)
+            out = notebook_cell(page, WHERE)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nrequests that failed in chromium: {failed}\n{evidence(lab)}") from None
+        finally:
+            page.screenshot(path=tmp_path / "notebook.png")  # what the page showed, also when it failed
+            keep(tmp_path / "notebook.png")
     keep(tmp_path / "login.png")
-    keep(tmp_path / "notebook.png")
     print(f"the notebook cell in chromium printed: {out}")
     assert_ran_on_the_target(out, lab)
