@@ -88,8 +88,9 @@ class Session:
         self.report.summary(task, outcome)
         for note in plan.notes:
             self.report.say(note)
-        for problem in plan.problems:
-            self.report.warn(problem)
+        if len(plan.problems) > 1:  # a single one is the task's error line (``result``)
+            for problem in plan.problems:
+                self.report.warn(problem)
         self.problems = list(plan.problems)
         return outcome
 
@@ -105,8 +106,11 @@ class Session:
     def result(self, outcome: ApplyResult, **data: Any) -> HostResult:
         """What the last ``apply`` did here, for the fleet summary and ``--json``.
         Inventory entries it could not honour (said one line each already) make it a usage error."""
+        if len(self.problems) == 1:
+            raise UsageError(f"{self.problems[0]} (everything else is done)")
         if self.problems:
-            raise UsageError(f"{'; '.join(self.problems)} (everything else is done)")
+            raise UsageError(f"{len(self.problems)} entries of `kernels` / --kernel cannot be kernels (each said "
+                             f"above); everything else is done")
         changed = [f"{r.step.description} {r.note}".strip() for r in outcome.changed]
         return applied(self.target.name, self.task, changed, len(outcome.results) - len(changed),
                        dry_run=self.report.dry_run, seconds=outcome.seconds, **data)

@@ -279,3 +279,26 @@ def test_the_server_config_searches_labhops_kernel_dir_first() -> None:
             os.environ.pop("JUPYTER_PATH", None)
         else:
             os.environ["JUPYTER_PATH"] = saved
+
+
+def test_problems_are_one_line_each_and_exit_2_after_everything_else(capsys: pytest.CaptureFixture[str]) -> None:
+    from labhop.cli import Session
+    from labhop.executor import ApplyResult
+    from labhop.plan import Plan
+    from labhop.report import Reporter
+
+    for problems, final in (
+            (["`kernels` entry ~/x: has no bin/python"],
+             "`kernels` entry ~/x: has no bin/python (everything else is done)"),
+            (["`kernels` entry ~/x: has no bin/python", "`kernels` entry ~/y: has no bin/python"],
+             "2 entries of `kernels` / --kernel cannot be kernels (each said above); everything else is done")):
+        target: Any = type("Target", (), {"c": None})()  # no steps: nothing runs on it
+        session = Session(target=target, settings=HostSettings(), report=Reporter("gpu1"))
+        session.apply(Plan(notes=["no kernel for /e (e): it has no ipykernel"], problems=problems), "serve")
+        with pytest.raises(UsageError) as excinfo:
+            session.result(ApplyResult())
+        assert str(excinfo.value) == final and excinfo.value.exit_code == 2
+        out, err = capsys.readouterr()
+        assert "[gpu1] no kernel for /e (e): it has no ipykernel" in out
+        warned = [line for line in err.splitlines() if "`kernels` entry" in line]
+        assert warned == ([] if len(problems) == 1 else [f"[gpu1] warning: {p}" for p in problems])
