@@ -132,6 +132,52 @@ def test_after_logout_a_run_without_a_terminal_names_the_hop_that_needs_login(ba
     assert len(site.factor.prompts()) == prompts + 1
 
 
+def test_a_dropped_login_makes_the_background_tunnel_wait_for_login_not_retry(bastion_site: Site) -> None:
+    """The masters go away under a background tunnel (a network cut, a suspended laptop): where a hop wants a
+    second factor, its supervisor says "login needed" and does not knock again; `login` brings it back."""
+    site = bastion_site
+    site.fab("login").ok()
+    if "running: pid" not in site.fab("status").ok().stdout:
+        site.fab("serve").ok()
+    opened = site.fab("tunnel", "--background", "--local-port", str(free_port())).ok()
+    url = next(line.split("open: ", 1)[1] for line in opened.stdout.splitlines() if "open: " in line)
+    api = url.replace("/lab?", "/api/contents?")
+    try:
+        assert http_status(api) == 200
+        prompts, attempts = len(site.factor.prompts()), partial(site.servers["bastion"])
+        sockets = control_dir({"XDG_STATE_HOME": str(site.state)})
+        for path in sockets.iterdir():  # every master ends, as when the network drops
+            if path.name != "login.lock":
+                subprocess.run(["ssh", "-S", str(path), "-O", "exit", "x"], capture_output=True, timeout=30)
+        state_file = site.state / "labhop" / "tunnel-t1.state"
+        deadline = time.monotonic() + 30
+        state: dict = {}
+        while time.monotonic() < deadline:
+            state = json.loads(state_file.read_text()) if state_file.exists() else {}
+            if state.get("state") == "login needed":
+                break
+            time.sleep(0.2)
+        assert state.get("state") == "login needed", state
+        time.sleep(3)  # it waits: no more logins tried at the bastion than the one that found it needs a person
+        assert partial(site.servers["bastion"]) == attempts + 1
+        assert len(site.factor.prompts()) == prompts  # nobody was asked
+        site.fab("login").ok()
+        assert len(site.factor.prompts()) == prompts + 1
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and http_status_or_none(api) != 200:
+            time.sleep(0.3)
+        assert http_status_or_none(api) == 200  # the tunnel came back by itself
+    finally:
+        site.fab("tunnel", "--close", askpass=False, timeout=60)
+
+
+def http_status_or_none(url: str) -> int | None:
+    try:
+        return http_status(url, timeout=5)
+    except OSError:
+        return None
+
+
 @pytest.fixture(scope="module")
 def target_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     site = Site(tmp_path_factory.mktemp("2fa-target"), bastion_2fa=False, target_2fa=True)
