@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
-from ..errors import LabhopError
+from ..errors import LabhopError, UsageError
 from .openssh import SSH, Chain, Hop, _escape, explain_failure, hop_options, hop_title
 
 DEFAULT_PERSIST = "10h"  # a working day: no second factor again until tomorrow
@@ -390,7 +390,12 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
         if not interactive and wants & {"keyboard-interactive", "password"}:
             return LoginNeeded(f"{title} needs a login (it asks for more than a key: {', '.join(sorted(wants))}): "
                                f"run `fab -H {chain.target.name} login` on a terminal")
-        return LabhopError(f"{title}: SSH authentication failed (Permission denied ({methods.group(1)}))")
+        return LabhopError(f"{title}: SSH authentication failed: no key offered was accepted "
+                           f"(Permission denied ({methods.group(1)}))")
+    resolve = re.search(r"Could not resolve hostname (\S+?):? (.+)", stderr)
+    if resolve:
+        error = UsageError if "not known" in resolve.group(2) or "No address" in resolve.group(2) else LabhopError
+        return error(f"{title}: cannot resolve host name ({resolve.group(2).strip()})")
     connect = _CONNECT.search(stderr)
     if connect and index == 0:
         return LabhopError(f"{title}: cannot connect to {connect.group(1)}:{connect.group(2)}: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop.errors import LabhopError
+from labhop.errors import LabhopError, UsageError
 from labhop.ssh import master
 from labhop.ssh.master import LoginNeeded, Masters, can_prompt, control_dir, hop_key, login_failure, persist_value
 from labhop.ssh.openssh import Chain, Hop
@@ -112,7 +112,11 @@ def _tty() -> bool:
     ("ada@10.0.0.7: Permission denied (keyboard-interactive).", 1, False, LoginNeeded,
      ["target node7 (ada@10.0.0.7:2222) needs a login", "keyboard-interactive", "`fab -H node7 login`"]),
     ("ada@192.0.2.1: Permission denied (publickey).", 0, False, LabhopError,
-     ["jump host 1 of 1 bastion", "SSH authentication failed (Permission denied (publickey))"]),
+     ["jump host 1 of 1 bastion", "SSH authentication failed: no key offered was accepted (Permission denied"]),
+    ("ssh: Could not resolve hostname bastion: Name or service not known", 0, False, UsageError,
+     ["jump host 1 of 1 bastion", "cannot resolve host name (Name or service not known)"]),
+    ("ssh: Could not resolve hostname bastion: Temporary failure in name resolution", 0, False, LabhopError,
+     ["cannot resolve host name (Temporary failure in name resolution)"]),
     ("ada@192.0.2.1: Permission denied (keyboard-interactive).", 0, True, LabhopError,
      ["jump host 1 of 1 bastion", "SSH authentication failed"]),  # asked, and the answer was wrong
     ("ssh: connect to host 192.0.2.1 port 22: Connection refused", 0, False, LabhopError,
