@@ -395,7 +395,8 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
     resolve = re.search(r"Could not resolve hostname (\S+?):? (.+)", stderr)
     if resolve:
         error = UsageError if "not known" in resolve.group(2) or "No address" in resolve.group(2) else LabhopError
-        return error(f"{title}: cannot resolve host name ({resolve.group(2).strip()})")
+        return error(f"{title}: cannot resolve host name ({resolve.group(2).strip()}); "
+                     f"is it in inventory.toml or ssh_config?")
     connect = _CONNECT.search(stderr)
     if connect and index == 0:
         return LabhopError(f"{title}: cannot connect to {connect.group(1)}:{connect.group(2)}: "
