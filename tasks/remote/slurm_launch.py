@@ -125,7 +125,7 @@ def main(argv: List[str]) -> int:
         while proc.poll() is None:
             if answers(url, context):
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         if proc.poll() is None:
             break
         if state["stopping"]:

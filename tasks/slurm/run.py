@@ -142,8 +142,10 @@ class Waiter:
                 cancel(self.c, record)
                 raise LabhopError(f"job {record.id} did not serve within {self.wait}s ({line}): cancelled it; "
                                   f"--wait SECONDS waits longer")
-            # a controller that does not answer gets more room each time; a pending job is asked every 2 s
-            delay = min(delay * 2, 10.0) if state.state == UNKNOWN else (0.5 if state.running else 2.0)
+            # a controller that does not answer gets more room each time; a pending job is asked every 0.5 s
+            # for its first 15 s (most start within seconds), then every 2 s
+            quick = state.running or now - started < 15
+            delay = min(delay * 2, 10.0) if state.state == UNKNOWN else (0.5 if quick else 2.0)
             until = self.clock() + max(0.1, min(delay, deadline - now))
             while self.clock() < until:
                 if interrupted():
