@@ -28,7 +28,8 @@ from bench.hosts import REPO, Figure, bench_hosts  # noqa: E402
 OTHERS = {"tunnel_throughput.py": "Tunnel throughput vs raw `ssh -L`",
           "provision_offline.py": "Air-gapped provision, cold and warm",
           "provision_online.py": "Online provision vs `uv pip install` by hand",
-          "kernels_noop.py": "No-op serve with three registered kernels"}
+          "kernels_noop.py": "No-op serve with three registered kernels",
+          "slurm_serve.py": "Slurm: `serve --slurm` vs the hand-made sbatch recipe"}
 OTHERS_TIMEOUT = 1800
 
 
