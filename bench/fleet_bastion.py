@@ -1,0 +1,56 @@
+"""A 32-host fleet behind one bastion vs one host: `fab -H target,...,target32 provision --dry-run` vs one host.
+
+With OpenSSH masters (tasks/ssh/master.py) every target's connection rides the bastion's one
+master, and a run after the first logs in nowhere: the figure is what 32 hosts' probes add to
+one host's, not 32 handshakes. Runs alternate (both sides warm: the masters are up).
+
+    python bench/fleet_bastion.py [RUNS] [HOSTS]
+"""
+from __future__ import annotations
+
+import sys
+
+try:
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+except ImportError:  # run as a script
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
+
+GOAL = 2.0
+
+
+def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
+    names = hosts.names
+
+    def fleet() -> None:
+        out = hosts.fab("provision", "--dry-run", hosts=names, timeout=900).stdout
+        if f"on {len(names)} host(s): all ok" not in out:
+            raise RuntimeError(f"fleet dry run did not succeed:\n{out}")
+
+    def single() -> None:
+        hosts.fab("provision", "--dry-run", hosts=names[:1])
+
+    subject, baseline = side_by_side(runs, fleet, single)
+    figure = Figure(f"{len(names)} hosts behind one bastion vs 1 host (dry run, logins live)",
+                    f"fab -H target..target{len(names)} provision --dry-run", "fab -H target provision --dry-run",
+                    subject, baseline, goal=GOAL)
+    logins = {server.name: server.log_path.read_text(errors="replace").count("Accepted publickey")
+              for server in [hosts.topo.jump]}
+    notes = [f"logins accepted by the bastion over the whole benchmark: {logins['jump']}, the harness's own "
+             f"readiness check included (one master; before OpenSSH masters every run made {len(names)})"]
+    return [figure], notes
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    with bench_hosts(n, provision=False) as h:
+        figures, notes = run(h, runs)
+        for f in figures:
+            print(f.line())
+        for note in notes:
+            print(note)
+
+
+if __name__ == "__main__":
+    main()
