@@ -4,7 +4,7 @@ With OpenSSH masters (tasks/ssh/master.py) every target's connection rides the b
 master, and a run after the first logs in nowhere: the figure is what 32 hosts' probes add to
 one host's, not 32 handshakes. Runs alternate (both sides warm: the masters are up).
 
-    python bench/fleet_bastion.py [RUNS] [HOSTS]
+    python bench/fleet_bastion.py [RUNS] [HOSTS] [paramiko]   # paramiko: the fallback, a login per host and run
 """
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     with bench_hosts(n, provision=False) as h:
+        if sys.argv[3:] == ["paramiko"]:
+            plain_env = h.env
+            h.env = lambda **extra: plain_env(LABHOP_TRANSPORT="paramiko", **extra)  # type: ignore[method-assign]
         figures, notes = run(h, runs)
         for f in figures:
             print(f.line())
