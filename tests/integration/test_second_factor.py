@@ -219,6 +219,9 @@ def test_a_master_the_user_runs_from_ssh_config_is_used_as_it_is(tmp_path: Path)
                                  env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
                                  start_new_session=True, stdin=subprocess.DEVNULL)
         assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 10  # sshd may log the login a moment after ssh -f returned
+        while accepted(server) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(factor.prompts()) == 1 and accepted(server) == 1
         ws = Workspace(root=tmp_path, inventory=tmp_path / "inventory.toml", ssh_config=config)
         ws.write_inventory('[defaults]\nprefix = "~/.labhop-2fa"\n')
