@@ -39,7 +39,7 @@ GOAL = 1.5
 STEP = re.compile(r"changed  (.+?) \((\d+\.\d)s\)$")
 LABELS = (("push ", "push uv"), ("unpack uv", "unpack uv"), ("unpack ", "sha256"),
           ("create virtual environment", "venv"), ("install ", "install"), ("link ", "link rmate"),
-          ("add ", "login PATH"))
+          ("add ", "login PATH"), ("create ", "prefix"))
 
 
 def main(runs: int) -> int:
