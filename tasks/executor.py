@@ -219,12 +219,18 @@ def _read_from(paths: tuple[str, ...], offset: int) -> Iterator[bytes]:
 
 
 def _open_dest(sftp: Any, transfer: Transfer) -> Any:
-    mode = "r+b" if transfer.offset else "wb"
-    dest: Any = sftp.open(transfer.dest, mode) if sftp is not None else open(transfer.dest, mode)
+    # Created 0600 like every file below the prefix (sftp-server and open() would apply umask 022).
+    dest: Any
+    if sftp is not None:
+        dest = sftp.open(transfer.dest, "r+b" if transfer.offset else "wb")
+        if not transfer.offset:
+            dest.chmod(0o600)
+        dest.set_pipelined(True)  # do not wait for each write's reply
+    else:
+        flags = os.O_WRONLY | (0 if transfer.offset else os.O_CREAT | os.O_TRUNC)
+        dest = os.fdopen(os.open(transfer.dest, flags, 0o600), "wb")
     if transfer.offset:
         dest.seek(transfer.offset)
-    if sftp is not None:
-        dest.set_pipelined(True)  # do not wait for each write's reply
     return dest
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 
 def main(directory: str, bundle: str, wheels: list[list[Any]]) -> int:
+    os.umask(0o077)  # wheels below the 0700 prefix stay the user's alone
     bad = []
     with open(os.path.join(directory, bundle), "rb") as f:
         for name, size, sha256 in wheels:

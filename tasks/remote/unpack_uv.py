@@ -16,7 +16,7 @@ def main(wheel: str, dest: str) -> None:
         tmp = dest + ".tmp"
         with z.open(member) as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out)
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, 0o700)  # like everything below the prefix: the user's alone
     subprocess.check_call([tmp, "--version"], stdout=subprocess.DEVNULL)  # it runs on this host
     os.rename(tmp, dest)
 
