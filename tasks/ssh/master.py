@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 from ..errors import LabhopError, UsageError
+from ..tunnel.local import socket_listens
 from .openssh import SSH, Chain, Hop, _escape, explain_failure, hop_options, hop_title
 
 DEFAULT_PERSIST = "10h"  # a working day: no second factor again until tomorrow
@@ -99,15 +99,7 @@ def hop_key(chain: Chain, index: int) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:SOCKET_NAME_LEN]
 
 
-def is_live(path: str) -> bool:
-    """A master listens on ``path`` (a connect that the master drops at once; no ssh process)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2.0)
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
+is_live = socket_listens  # a master listens on ``path``
 
 
 # -- can a person answer a prompt here? ----------------------------------------------------------

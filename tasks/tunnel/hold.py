@@ -20,24 +20,18 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
+if __package__:
+    from .local import socket_listens
+else:  # a bare script: its own folder is first on sys.path
+    from local import socket_listens  # type: ignore[import-not-found,no-redef]
+
 LOGIN_NEEDED = 77  # the supervisor waits for a login instead of retrying (tasks/tunnel/supervise.py)
 POLL = 0.5
-
-
-def is_live(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2.0)
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def needs_person(stderr: str) -> bool:
@@ -64,14 +58,14 @@ class _Holder:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.stop)
         for hop in self.hops:
-            if is_live(hop["path"]):
+            if socket_listens(hop["path"]):
                 continue
             if not hop["start"]:  # the user's own master: theirs to start again
                 sys.stderr.write(f"labhop: your ControlMaster for {hop['name']} is not running\n")
                 return 255
             started = subprocess.run(hop["start"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, timeout=120, check=False)
-            if started.returncode != 0 or not is_live(hop["path"]):
+            if started.returncode != 0 or not socket_listens(hop["path"]):
                 if needs_person(started.stderr):
                     sys.stderr.write(f"labhop: login needed: {hop['name']} asks for more than a key; "
                                      f"`fab -H {self.alias} login` on a terminal\n")
@@ -83,7 +77,7 @@ class _Holder:
             sys.stderr.write(_as_ssh_says(added.stderr, self.forwards))
             return 255
         while not self.stopping:
-            if not is_live(self.hops[-1]["path"]):
+            if not socket_listens(self.hops[-1]["path"]):
                 sys.stderr.write(f"labhop: the login to {self.hops[-1]['name']} ended (its master is gone)\n")
                 return 255
             time.sleep(POLL)

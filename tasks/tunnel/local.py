@@ -1,5 +1,5 @@
-"""What fab and the tunnel supervisor both need on this machine: is a port free to listen on,
-and a private JSON file written atomically.
+"""What fab, the tunnel supervisor and hold.py need on this machine: is a port free to listen on,
+does a master listen on its control socket, and a private JSON file written atomically.
 
 Stdlib only, no package imports: tasks/tunnel/supervise.py runs as a bare script and imports
 this file as a top-level module from its own folder.
@@ -22,6 +22,20 @@ def port_is_free(bind: str, port: int) -> bool:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, port))
+        except OSError:
+            return False
+    return True
+
+
+def socket_listens(path: str) -> bool:
+    """Something (an OpenSSH master) accepts connections on the unix socket ``path``.
+
+    A bare connect, which the master drops at once: no ssh process, no round trip to a host.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(path)
         except OSError:
             return False
     return True

@@ -23,16 +23,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any, Optional
 
 if __package__:
-    from .local import port_is_free, write_private_json
+    from .local import port_is_free, socket_listens, write_private_json
 else:  # a bare script: its own folder is first on sys.path
-    from local import port_is_free, write_private_json  # type: ignore[import-not-found,no-redef]
+    from local import port_is_free, socket_listens, write_private_json  # type: ignore[import-not-found,no-redef]
 
 BASE_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -80,17 +79,6 @@ def read_state(path: str) -> Optional[dict[str, Any]]:
 
 def _write_state(path: str, **state: Any) -> None:
     write_private_json(path, {**state, "supervisor": os.getpid()})
-
-
-def _socket_live(path: str) -> bool:
-    """An OpenSSH master listens on this control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(2.0)
-        try:
-            s.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def _listening(bind: str, port: int) -> bool:
@@ -153,7 +141,7 @@ class _Supervisor:
                 # No retries against a host that asks for a second factor: wait for `fab login`.
                 _write_state(self.state_path, state="login needed", pid=None, restarts=self.reconnects,
                              since=time.time(), last_exit=code, attempt=0, next_attempt=None)
-                while not self.stopping and not _socket_live(self.login):
+                while not self.stopping and not socket_listens(self.login):
                     time.sleep(1.0)
                 attempt = 0
                 continue

@@ -237,7 +237,7 @@ def test_unpack_uv_extracts_a_runnable_binary(tmp_path: Path) -> None:
     dest = tmp_path / "prefix" / "bin" / "uv"
     subprocess.run([sys.executable, "-c", source("unpack_uv.py"), str(wheel), str(dest)], check=True, timeout=30)
     assert subprocess.run([str(dest)], capture_output=True, text=True).stdout == "uv 0.13.9\n"
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700  # the user's alone, like all below the prefix
     assert stat.S_IMODE(dest.parent.stat().st_mode) == 0o700
 
 
