@@ -221,6 +221,11 @@ def url(c: Any) -> None:
 
     s = open_session(c)
     facts = probe(s.c, s.settings)
+    if facts.slurm_job and not facts.server.alive:
+        from .slurm import run as slurm_run
+
+        print(slurm_run.url(s))
+        return
     print(url_or_why(facts, s.target.address))
 
 

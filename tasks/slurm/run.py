@@ -381,3 +381,12 @@ def tunnel_end(s: Any) -> Any:
                           f"`fab -H {s.target.name} serve --slurm` starts one")
     return JupyterEnd(host=endpoint.host, port=endpoint.port, scheme=endpoint.scheme,
                       token=stored_secrets(q.config).token, public=not stored_secrets(q.config).token)
+
+
+def url(s: Any) -> str:
+    """`fab url` for a Slurm job: the URL to open once `tunnel` forwards to it; exit 1 when it does not serve."""
+    q = query(s.c, s.settings.python, s.settings.prefix)
+    if q.record is None or q.serving is None:
+        state = describe(q.state, now=q.now) if q.state else "no job"
+        raise LabhopError(f"no Slurm job serves here ({state}): `fab -H {s.target.name} serve --slurm` starts one")
+    return _url(q.config or "", q.serving)

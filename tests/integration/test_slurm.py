@@ -160,6 +160,7 @@ def test_status_and_logs_of_the_job(scene: Scene) -> None:
     doc = json.loads(scene.fab("status", "--json").ok().stdout)["results"][0]
     assert doc["slurm_state"] == "RUNNING" and doc["node"] == "node1" and doc["running"] is True
     assert re.match(r"^\d+:\d+$", doc["time_left"]), doc
+    assert scene.fab("url").ok().stdout.strip() == _url(status)
     logs = scene.fab("logs").ok().stdout
     assert "labhop: JupyterLab answers on" in logs, logs
 
@@ -173,6 +174,8 @@ def test_zz_stop_cancels_the_job_and_waits_until_it_is_gone(scene: Scene) -> Non
     assert f"job {job} ended: CANCELLED" in status and "serve --slurm` submits a new job" in status, status
     again = scene.fab("stop").ok().output
     assert "ended: CANCELLED" in again
+    gone = scene.fab("url")
+    assert gone.returncode == 1 and "no Slurm job serves here (ended: CANCELLED" in gone.stderr, gone.output
 
 
 # -- faults -------------------------------------------------------------------------------------------
