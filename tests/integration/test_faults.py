@@ -220,30 +220,42 @@ def kill_fab(proc: subprocess.Popen) -> str:
 
 # -- kill -9 of labhop --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("phase", ["venv", "install"])
-def test_kill_9_of_fab_mid_provision_then_a_rerun_completes(target: Target, phase: str) -> None:
-    prefix = target.use(f"kill-{phase}")
+def test_kill_9_of_fab_mid_install_then_a_rerun_completes(target: Target) -> None:
+    prefix = target.use("kill-install")
     with contextlib.ExitStack() as stack:
-        links = stack.enter_context(stalled_install(target)) if phase == "install" else None
+        links = stack.enter_context(stalled_install(target))
         proc = target.start("provision")
         try:
-            if links is not None:
-                install_held_open(links, prefix)  # the install is at work until released: kill it there
-            else:  # uv makes a venv in about 0.2 s: kill at once (no way found yet to hold it open)
-                wait_for(lambda: workers(prefix, phase), 600, f"the {phase} step on the target")
+            install_held_open(links, prefix)  # the install is at work until released: kill it there
         finally:
             kill_fab(proc)
-            if links is not None:
-                links.release()
+            links.release()
         # The step dies with the run that started it (tasks/remote/guard.py), the lock holder with it:
         # nothing keeps working on the prefix behind the next run's back.
         wait_for(lambda: not processes_mentioning(prefix), 30, f"every process on {prefix} to go")
 
         rerun = target.fab("provision").ok().stdout
     assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun  # whatever the kill left, redone
-    if phase == "venv":
-        assert ("changed  create virtual environment" in rerun
-                or "changed  recreate (its creation was interrupted) virtual environment" in rerun), rerun
+    assert_converged(target, prefix)
+
+
+def test_a_venv_whose_creation_was_cut_is_made_again(target: Target) -> None:
+    """What a kill during the venv step leaves: a venv directory without its completion mark.
+
+    (uv makes a venv in about 0.2 s, too short to kill fab inside it reliably; the kill itself is
+    tested on the install step above, held open by construction.)"""
+    prefix = target.use("cut-venv")
+    plan = target.fab("provision", "--dry-run").ok().stdout
+    version = re.search(r"create virtual environment \S+ with Python (\S+)", plan)
+    assert version, plan
+    Path(prefix).mkdir(mode=0o700, parents=True)
+    half = Path(prefix) / "venv"
+    (half / "bin").mkdir(parents=True)  # a venv uv had only begun to write: no python, no mark
+    (half / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion_info = {version.group(1)}\n")
+    rerun = target.fab("provision").ok().stdout
+    assert ("changed  create virtual environment" in rerun  # its python never written: made anew
+            or "changed  recreate (its creation was interrupted) virtual environment" in rerun), rerun
+    assert "changed  install jupyterlab, bcrypt, rmate" in rerun, rerun
     assert_converged(target, prefix)
 
 
