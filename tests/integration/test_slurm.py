@@ -22,8 +22,9 @@ from tests.support import FAB, REPO, FabResult, Workspace
 
 pytestmark = pytest.mark.integration
 
-# test_tunnel.py's prefix: the venv one of them provisioned serves the other (a fresh one costs a minute)
-PREFIX, BIN_DIR = ".labhop-tunnel", ".local/bin-tunnel"
+# Its own prefix on the shared login node: test_tunnel.py's first run must find its prefix fresh, and
+# a Slurm job record there would make its host a Slurm one.
+PREFIX, BIN_DIR = ".labhop-slurm", ".local/bin-slurm"
 
 
 @dataclass
