@@ -80,15 +80,19 @@ def test_dry_run_changes_nothing(fleet) -> None:
         mine = [line for line in run.stdout.splitlines() if line.startswith(f"[{name}] ")]
         assert f"[{name}]   would    create {server.home}/.labhop-fleet (0700)" in mine
         assert any("would    install jupyterlab, bcrypt, rmate" in line for line in mine)
-        # online too, uv travels over SSH (the wheelhouse with only uv's wheel): one more step than the installs
-        assert any("would    push the wheelhouse" in line for line in mine)
-        assert f"[{name}] provision: dry run, 6 step(s) would change, 0 already in place; nothing was changed" in mine
+        # online too, uv travels over SSH: one step to push it when the controller has yet to download
+        # it, three (push, check, unpack) once it is cached from an earlier run
+        assert any("would    push " in line for line in mine)
+        would = [line for line in mine if line.startswith(f"[{name}]   would ")]
+        assert len(would) >= 6, mine
+        assert (f"[{name}] provision: dry run, {len(would)} step(s) would change, 0 already in place; "
+                "nothing was changed") in mine
     assert all(line.startswith(("[alpha] ", "[beta] ")) for line in host_lines(run.stdout))
 
     doc = json.loads(ws.fab("provision", "--dry-run", "--json", host="@lab").ok().stdout)
     assert doc["ok"] is True and doc["exit_code"] == 0
     assert sorted(r["host"] for r in doc["results"]) == ["alpha", "beta"]
-    assert all(r["dry_run"] and r["result"] == "would change" and len(r["changed"]) == 6 for r in doc["results"])
+    assert all(r["dry_run"] and r["result"] == "would change" and len(r["changed"]) >= 6 for r in doc["results"])
 
     assert {name: snapshot(s.home) for name, s in servers.items()} == before
     assert not any((s.home / ".labhop-fleet").exists() for s in servers.values())
