@@ -166,7 +166,10 @@ def test_the_sampler_saw_the_run_and_would_have_seen_a_secret(scene) -> None:
     assert any("jupyter" in cmd and " lab" in cmd for cmd in sampler.seen)
     # the target-side write of the config (the hash on its stdin) ran while sampled
     assert sampler.containing("jupyter_server_config.py.labhop-tmp"), "the config write was not sampled"
-    assert any(cmd.startswith("ssh ") and "-L" in cmd for cmd in sampler.seen), "no tunnel ssh seen"
+    # the tunnel: its forward held in the target's OpenSSH master by hold.py (`ssh -O forward -L ...`),
+    # or a plain `ssh -N -L` on the paramiko path
+    assert any("tunnel/hold.py" in cmd or (cmd.startswith("ssh ") and "-L" in cmd) for cmd in sampler.seen), \
+        "no tunnel process seen"
 
 
 def test_no_command_line_carries_the_password_or_a_hash(scene) -> None:
