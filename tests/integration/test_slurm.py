@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.kernel import run_cell, split_url
 from tests.harness.slurm import SlurmCluster
-from tests.support import FAB, REPO, FabResult, Workspace
+from tests.support import FAB, REPO, FabResult, Workspace, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ def test_serve_slurm_runs_jupyterlab_on_the_node_and_a_kernel_there_through_the_
     assert token and token not in scene.cluster.scontrol("show", "job", job, "-dd").stdout
     assert token not in scene.login(f"cat {scene.prefix}/slurm/job-{job}.log")
 
-    tunnel = scene.fab("tunnel", "--background", "--local-port", str(_free_port())).ok().output
+    tunnel = scene.fab("tunnel", "--background", "--local-port", str(free_port())).ok().output
     url = _url(tunnel)
     base, token = split_url(url)
     assert run_cell(base, token, "import socket; print(socket.gethostname())").strip() == scene.cluster.node_name
@@ -293,12 +293,6 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(5)
 time.sleep(600)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_file(topology, path: str, timeout: float = 30) -> str:
