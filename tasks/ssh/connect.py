@@ -6,6 +6,7 @@ including the file given with ``-S``), ProxyJump included.
 """
 from __future__ import annotations
 
+import getpass
 import logging
 import socket
 import sys
@@ -120,8 +121,23 @@ def ssh_chain(target: Target) -> Chain:
             identity_files=tuple([keys] if isinstance(keys, str) else keys),
             connect_timeout=cxn.connect_timeout,
             host_key_options=tuple(openssh_options(check)),
-            proxy_command=proxy, host_key_mode=check.strict, batch_mode=check.batch))
+            proxy_command=proxy, host_key_mode=check.strict, batch_mode=check.batch,
+            from_config=from_config(cxn), config_identity_files=tuple(cxn.ssh_config.get("identityfile") or ())))
     return Chain(hops=tuple(hops), config_file=getattr(target.c.config, "_runtime_ssh_path", None))
+
+
+def from_config(cxn: Connection) -> frozenset[str]:
+    """Which of host name, user and port ssh_config gives as Fabric used them (an inventory entry or
+    ``-H user@host:port`` names them itself): ssh reads those from the same file, Match blocks and all."""
+    config = cxn.ssh_config
+    found = set()
+    if cxn.host == config.get("hostname", cxn.original_host):
+        found.add("hostname")
+    if cxn.user == config.get("user", getpass.getuser()):
+        found.add("user")
+    if int(cxn.port) == int(config.get("port", 22)):
+        found.add("port")
+    return frozenset(found)
 
 
 def quiet_paramiko_log() -> None:

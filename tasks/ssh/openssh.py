@@ -43,6 +43,11 @@ class Hop:
     # and BatchMode yes there: a login on a terminal asks about a new key only for "ask" without BatchMode.
     host_key_mode: str = "yes"
     batch_mode: bool = False
+    # What ssh finds in the same ssh_config itself ("hostname", "user", "port"; keys its IdentityFile
+    # names), so it is not repeated on ssh's command line: a HostName given there would change what the
+    # config's `Match host`/`Match exec "... %h"` blocks see (and lose what they set, a CertificateFile).
+    from_config: frozenset[str] = frozenset()
+    config_identity_files: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -119,9 +124,15 @@ def hop_options(hop: Hop, chain: Chain, proxy: str) -> list[str]:
     argv: list[str] = []
     if chain.config_file:
         argv += ["-F", chain.config_file]
-    argv += ["-l", hop.user, "-p", str(hop.port), "-o", f"HostName={_escape(hop.hostname)}"]
+    if "user" not in hop.from_config:
+        argv += ["-l", hop.user]
+    if "port" not in hop.from_config:
+        argv += ["-p", str(hop.port)]
+    if "hostname" not in hop.from_config:
+        argv += ["-o", f"HostName={_escape(hop.hostname)}"]
     for key in dict.fromkeys(hop.identity_files):  # de-duplicated, order kept
-        argv += ["-i", key]
+        if key not in hop.config_identity_files:
+            argv += ["-i", key]
     argv += ["-o", "BatchMode=yes"]  # never a password prompt from a background process
     if hop.connect_timeout:
         argv += ["-o", f"ConnectTimeout={int(hop.connect_timeout)}"]

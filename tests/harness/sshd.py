@@ -359,6 +359,7 @@ def start_sshd(
     sshd_options: Mapping[str, object] | None = None,
     binds: Sequence[tuple[Path, str]] = (),
     ready_check: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> SshServer:
     """Start a real sshd for tests; returns once ``ssh <server> true`` works.
 
@@ -368,6 +369,7 @@ def start_sshd(
     (file, path) bind-mounted in sshd's own mount namespace (a PAM file over
     ``/etc/pam.d/sshd``; needs root and passwd-bind isolation). ``ready_check``
     False: wait only for "Server listening" (a server that wants more than the key).
+    ``env``: variables for sshd over this process's (a Kerberos keytab and config: tests/harness/kdc.py).
     """
     workdir = Path(workdir).resolve()
     sdir = workdir / f"sshd-{name}"
@@ -452,6 +454,7 @@ def start_sshd(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env={**os.environ, **env} if env else None,
         )
         server = SshServer(
             name=name,

@@ -1,0 +1,354 @@
+"""ssh_config as OpenSSH reads it, through labhop's masters: Match blocks, certificates and
+``@cert-authority``, keys only in an agent, Kerberos (GSSAPI), known_hosts markers.
+
+Each test is a person's machine: an ssh_config of their own (``fab -S``), a HOME with no keys, no
+terminal (fab in a session of its own), labhop's state in a directory of its own; the servers are
+real sshds (tests/harness), a real ssh-agent (tests/harness/agent.py), a CA made with
+``ssh-keygen -s`` (tests/harness/certs.py), a real MIT KDC (tests/harness/kdc.py). What proves the
+feature was used is the server's own log (``Accepted <method> for``) and, for the negative cases,
+that the same run without it is refused in one line.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from tests.harness.agent import start_agent
+from tests.harness.certs import CertAuthority, new_key, public_line
+from tests.harness.kdc import Kdc, kdc_available, start_kdc, start_sshd_gssapi
+from tests.harness.sshd import SshServer, known_hosts_name, start_sshd
+from tests.harness.topology import Topology
+from tests.harness.totp import accepted
+from tests.support import FabResult, Workspace, need
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "~/.labhop-sshconf"
+
+
+class User:
+    """One person's laptop: their ssh_config and known_hosts, a HOME without keys, labhop's state."""
+
+    def __init__(self, root: Path, config: str, env: Optional[dict[str, str]] = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.config = root / "ssh_config"
+        self.config.write_text(config)
+        home = root / "home"
+        home.mkdir(exist_ok=True)
+        self.ws = Workspace(root=root, inventory=root / "inventory.toml", ssh_config=self.config, home=home)
+        self.ws.write_inventory(f'[defaults]\nprefix = "{PREFIX}"\n')
+        # No agent unless the test gives one: a key found there would hide what is being tested.
+        self.env = {"XDG_STATE_HOME": str(root / "state"), "SSH_AUTH_SOCK": "", **(env or {})}
+        self.hosts: set[str] = set()
+
+    def fab(self, *args: str, host: str, env: Optional[dict[str, str]] = None, timeout: float = 300) -> FabResult:
+        self.hosts.add(host)
+        return self.ws.fab(*args, host=host, env={**self.env, **(env or {})}, timeout=timeout, detach=True)
+
+    def ssh(self, host: str, command: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+        """The same config with the plain OpenSSH client, as the person would check it."""
+        import os
+
+        return subprocess.run(["ssh", "-F", str(self.config), host, command], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "HOME": str(self.root / "home"), **self.env, **(env or {})})
+
+    def close(self) -> None:
+        for host in sorted(self.hosts):
+            self.fab("logout", host=host, timeout=60)
+
+
+@pytest.fixture
+def make_user(tmp_path: Path) -> Iterator[Callable[..., User]]:
+    made: list[User] = []
+
+    def make(config: str, name: str = "user", env: Optional[dict[str, str]] = None) -> User:
+        user = User(tmp_path / name, config, env)
+        made.append(user)
+        return user
+
+    yield make
+    for user in made:
+        user.close()
+
+
+def refused(result: FabResult, *words: str) -> str:
+    """Exit 1, no traceback, one line on stderr that holds ``words``."""
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def logged_in(result: FabResult, *hops: str) -> None:
+    result.ok()
+    assert "not running" in result.stdout or "running: pid" in result.stdout, result.output
+    assert f"login: live to {', '.join(hops)}" in result.stdout, result.output
+
+
+# -- Match -------------------------------------------------------------------------------------------
+
+def test_match_blocks_set_hostname_port_key_and_jump_as_ssh_reads_them(topology: Topology, make_user) -> None:
+    """The target is reachable only through the jump host (network namespaces); its address, port,
+    jump and key come from Match blocks alone (originalhost, host + exec with %n, host + user)."""
+    jump, target = topology.jump, topology.target
+    known = topology.known_hosts
+    user = make_user(f"""
+Match originalhost lab-bastion
+    HostName {jump.address}
+    Port {jump.port}
+Match host lab-target exec "test %n = lab-target"
+    HostName {target.address}
+    Port {target.port}
+    ProxyJump lab-bastion
+Match host {jump.address},{target.address} user {jump.user}
+    IdentityFile {jump.identity_file}
+    IdentitiesOnly yes
+Match all
+    UserKnownHostsFile {known}
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 5
+""")
+    assert user.ssh("lab-target", "true").returncode == 0  # ssh itself gets there with this config
+    before = accepted(target, "publickey")
+    logged_in(user.fab("status", host="lab-target"), "lab-bastion", "lab-target")
+    dry = user.fab("provision", "--dry-run", host="lab-target").ok()
+    assert "would" in dry.stdout, dry.output
+    assert accepted(target, "publickey") == before + 1  # one login, shared by both runs
+    if topology.isolated:  # and it was the jump host that got there: the laptop has no route
+        direct = subprocess.run(["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-p",
+                                 str(target.port), target.address, "true"], capture_output=True, text=True,
+                                timeout=30)
+        assert direct.returncode == 255
+
+
+# -- certificates -----------------------------------------------------------------------------------
+
+class CertSite:
+    """An sshd with a host certificate (``HostCertificate``) that trusts a user CA (``TrustedUserCAKeys``);
+    the person's key is signed by that CA and is in no authorized_keys file."""
+
+    def __init__(self, root: Path) -> None:
+        self.host_ca = CertAuthority.create(root / "ca", "host-ca")
+        self.user_ca = CertAuthority.create(root / "ca", "user-ca")
+        self.other_ca = CertAuthority.create(root / "ca", "other-ca")
+        host_key = new_key(root / "sshd-certhost" / "ssh_host_ed25519_key", "certhost")
+        self.host_key = host_key
+        host_cert = self.host_ca.sign_host(host_key, ["127.0.0.1", "localhost", "certhost"])
+        self.server = start_sshd(root, "certhost", sshd_options={"HostCertificate": host_cert,
+                                                                 "TrustedUserCAKeys": self.user_ca.public})
+        self.user_key = new_key(root / "person" / "id_ed25519", "person")
+        # Not at id_ed25519-cert.pub (where ssh would find it anyway): only CertificateFile names it.
+        self.user_cert = self.user_ca.sign_user(self.user_key, [self.server.user],
+                                                out=root / "person" / "signed-by-user-ca.pub")
+        assert public_line(self.user_key) not in Path(self.server.workdir or root, "authorized_keys").read_text()
+
+    def config(self, known_hosts: Path, strict: str = "accept-new") -> str:
+        # `Match host certhost` comes before HostName: ssh matches it against the alias, so the certificate
+        # is used only if labhop lets ssh read the config as it is (no HostName of its own on the command line).
+        return f"""
+Match host certhost
+    CertificateFile {self.user_cert}
+    IdentityFile {self.user_key}
+    IdentitiesOnly yes
+Host certhost
+    HostName {self.server.address}
+    Port {self.server.port}
+    User {self.server.user}
+    UserKnownHostsFile {known_hosts}
+    StrictHostKeyChecking {strict}
+    BatchMode yes
+    ConnectTimeout 5
+"""
+
+
+@pytest.fixture(scope="module")
+def cert_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertSite]:
+    site = CertSite(tmp_path_factory.mktemp("certs"))
+    try:
+        yield site
+    finally:
+        site.server.stop()
+
+
+def test_host_certificate_trusted_by_a_cert_authority_line_and_a_user_certificate(cert_site: CertSite, make_user,
+                                                                                  tmp_path: Path) -> None:
+    site = cert_site
+    known = tmp_path / "known_hosts"
+    known.write_text(site.host_ca.known_hosts_line() + "\n")
+    user = make_user(site.config(known))
+    before = accepted(site.server, "publickey")
+    first = user.fab("status", host="certhost")
+    logged_in(first, "certhost")
+    assert "permanently added" not in first.output.lower()  # nothing asked, nothing recorded
+    assert known.read_text() == site.host_ca.known_hosts_line() + "\n"  # no plain key written
+    logged_in(user.fab("status", host="certhost"), "certhost")
+    log = site.server.log_path.read_text()
+    assert accepted(site.server, "publickey") == before + 1
+    assert "ED25519-CERT" in log.splitlines()[-1] or any(
+        "Accepted publickey" in line and "ED25519-CERT" in line and "labhop-test-user" in line
+        for line in log.splitlines()), log[-2000:]
+
+
+def test_a_host_certificate_from_another_ca_is_refused(cert_site: CertSite, make_user, tmp_path: Path) -> None:
+    site = cert_site
+    known = tmp_path / "known_hosts"
+    known.write_text(site.other_ca.known_hosts_line() + "\n")
+    user = make_user(site.config(known, strict="yes"))
+    started = time.monotonic()
+    line = refused(user.fab("status", host="certhost"), "certhost", "unknown")
+    assert time.monotonic() - started < 30, line
+    assert known.read_text() == site.other_ca.known_hosts_line() + "\n"
+
+
+def test_a_revoked_host_key_is_refused_even_with_a_valid_certificate(cert_site: CertSite, make_user,
+                                                                     tmp_path: Path) -> None:
+    site = cert_site
+    known = tmp_path / "known_hosts"
+    known.write_text(site.host_ca.known_hosts_line() + "\n" + f"@revoked * {public_line(site.host_key)}\n")
+    user = make_user(site.config(known))
+    refused(user.fab("status", host="certhost"), "certhost", "revoked")
+
+
+def test_a_changed_plain_key_is_refused_next_to_a_cert_authority(cert_site: CertSite, sshd_server: SshServer,
+                                                                 make_user, tmp_path: Path) -> None:
+    """A host without a certificate whose known key changed: the CA line does not make it trusted."""
+    site, plain = cert_site, sshd_server
+    impostor = new_key(tmp_path / "impostor")
+    known = tmp_path / "known_hosts"
+    known.write_text(site.host_ca.known_hosts_line() + "\n"
+                     + f"{known_hosts_name(plain.address, plain.port)} {public_line(impostor)}\n")
+    user = make_user(f"""
+Host plain
+    HostName {plain.address}
+    Port {plain.port}
+    User {plain.user}
+    IdentityFile {plain.identity_file}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known}
+    StrictHostKeyChecking accept-new
+    BatchMode yes
+""")
+    refused(user.fab("status", host="plain"), "plain", "CHANGED", "refusing")
+
+
+# -- keys in an agent -------------------------------------------------------------------------------
+
+def _agent_config(topology: Topology, identity_agent: Optional[Path]) -> str:
+    jump, target = topology.jump, topology.target
+    agent = f"    IdentityAgent {identity_agent}\n" if identity_agent else ""
+    return f"""
+Host lab-bastion
+    HostName {jump.address}
+    Port {jump.port}
+Host lab-target
+    HostName {target.address}
+    Port {target.port}
+    ProxyJump lab-bastion
+Host lab-*
+    User {target.user}
+{agent}    UserKnownHostsFile {topology.known_hosts}
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 5
+"""
+
+
+@pytest.mark.parametrize("how", ["IdentityAgent", "SSH_AUTH_SOCK"])
+def test_a_key_only_in_an_agent_logs_in_through_the_jump_host(topology: Topology, make_user, tmp_path: Path,
+                                                              how: str) -> None:
+    """No IdentityFile anywhere and no key under HOME: the agent's key opens both hops."""
+    agent = start_agent(tmp_path / "agent")
+    try:
+        agent.add(topology.jump.identity_file)  # the key both test sshds authorize
+        assert len(agent.listed()) == 1
+        by_config = how == "IdentityAgent"
+        user = make_user(_agent_config(topology, agent.socket if by_config else None),
+                         env={} if by_config else agent.env())
+        logged_in(user.fab("status", host="lab-target"), "lab-bastion", "lab-target")
+        # Without the agent the same config gets nowhere: the key came from it.
+        user.fab("logout", host="lab-target").ok()
+        agent.stop()
+        refused(user.fab("status", host="lab-target"), "lab-bastion")
+    finally:
+        agent.stop()
+
+
+# -- Kerberos (GSSAPI) ---------------------------------------------------------------------------------
+
+class KerberosSite:
+    def __init__(self, root: Path) -> None:
+        ok, why = kdc_available()
+        need(ok, why)
+        self.kdc: Kdc = start_kdc(root / "kdc")
+        try:
+            # The client asks for host/<the name it connects to> (GSSAPITrustDNS no): "localhost", a
+            # name from /etc/hosts, so no line has to be added there.
+            self.server = start_sshd_gssapi(root, "krbhost", self.kdc, service_host="localhost")
+            self.ticket = self.kdc.kinit(self.server.user)
+        except BaseException:
+            self.kdc.stop()
+            raise
+
+    def config(self, known_hosts: Path) -> str:
+        return f"""
+Host krbhost
+    HostName localhost
+    Port {self.server.port}
+    User {self.server.user}
+    GSSAPIAuthentication yes
+    GSSAPITrustDNS no
+    PubkeyAuthentication no
+    UserKnownHostsFile {known_hosts}
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 5
+"""
+
+    def close(self) -> None:
+        self.server.stop()
+        self.kdc.stop()
+
+
+@pytest.fixture(scope="module")
+def kerberos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosSite]:
+    site = KerberosSite(tmp_path_factory.mktemp("krb"))
+    try:
+        yield site
+    finally:
+        site.close()
+
+
+def test_a_kerberos_ticket_logs_in_without_a_key(kerberos: KerberosSite, make_user, tmp_path: Path) -> None:
+    site = kerberos
+    known = tmp_path / "known_hosts"
+    assert site.server.host_key is not None
+    known.write_text(f"{known_hosts_name('localhost', site.server.port)} {public_line(site.server.host_key)}\n")
+    user = make_user(site.config(known), env=site.ticket)
+    before = accepted(site.server, "gssapi-with-mic")
+    logged_in(user.fab("status", host="krbhost"), "krbhost")
+    logged_in(user.fab("status", host="krbhost"), "krbhost")
+    assert accepted(site.server, "gssapi-with-mic") == before + 1
+    assert f"{site.server.user}@{site.kdc.realm}" in site.server.log_path.read_text()
+
+
+def test_without_a_ticket_the_kerberos_host_is_refused_in_one_line(kerberos: KerberosSite, make_user,
+                                                                   tmp_path: Path) -> None:
+    site = kerberos
+    known = tmp_path / "known_hosts"
+    assert site.server.host_key is not None
+    known.write_text(f"{known_hosts_name('localhost', site.server.port)} {public_line(site.server.host_key)}\n")
+    no_ticket = {**site.ticket, "KRB5CCNAME": f"FILE:{tmp_path / 'no-such-cache'}"}
+    user = make_user(site.config(known), env=no_ticket)
+    started = time.monotonic()
+    refused(user.fab("status", host="krbhost"), "krbhost", "gssapi-with-mic")
+    assert time.monotonic() - started < 30
