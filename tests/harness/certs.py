@@ -8,12 +8,15 @@ the CA's host certificates with. Nothing here touches ``~/.ssh`` or ``/etc/ssh``
 """
 from __future__ import annotations
 
+import base64
+import os
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["CertAuthority", "new_key", "public_line"]
+__all__ = ["CertAuthority", "new_key", "public_line", "security_key_stub"]
 
 
 def _keygen(*args: str) -> None:
@@ -33,6 +36,33 @@ def public_line(key: Path) -> str:
     """``type base64`` of a key's public half (no comment)."""
     kind, blob = Path(str(key) + ".pub").read_text().split()[:2]
     return f"{kind} {blob}"
+
+
+def _field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def security_key_stub(path: Path, comment: str = "labhop-test-sk") -> Path:
+    """An ``sk-ssh-ed25519@openssh.com`` key pair as ``ssh-keygen -t ed25519-sk`` writes it (the
+    private file holds a key handle, the secret stays on the device), made without a device. ssh
+    loads it and offers its public half; signing with it would need the device, so it is only good
+    for checking that such keys and files are passed along, never for a login."""
+    key_type = b"sk-ssh-ed25519@openssh.com"
+    public = _field(key_type) + _field(os.urandom(32)) + _field(b"ssh:")
+    check = os.urandom(4)
+    private = (check + check + public + bytes([0x01]) + _field(os.urandom(64)) + _field(b"")
+               + _field(comment.encode()))
+    private += bytes(range(1, 8 - len(private) % 8 + 1)) if len(private) % 8 else b""
+    body = (b"openssh-key-v1\0" + _field(b"none") + _field(b"none") + _field(b"") + struct.pack(">I", 1)
+            + _field(public) + _field(private))
+    text = base64.encodebytes(body).decode().replace("\n", "")
+    lines = [text[i:i + 70] for i in range(0, len(text), 70)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in ["-----BEGIN OPENSSH PRIVATE KEY-----", *lines,
+                                                      "-----END OPENSSH PRIVATE KEY-----"]))
+    path.chmod(0o600)
+    Path(str(path) + ".pub").write_text(f"{key_type.decode()} {base64.b64encode(public).decode()} {comment}\n")
+    return path
 
 
 @dataclass(frozen=True)

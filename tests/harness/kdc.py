@@ -38,7 +38,8 @@ def _which(tool: str) -> str | None:
 def kdc_available() -> tuple[bool, str]:
     missing = [tool for tool in TOOLS if _which(tool) is None]
     if missing:
-        return False, f"MIT Kerberos tools missing ({', '.join(missing)}): apt-get install krb5-kdc krb5-admin-server krb5-user"
+        return False, (f"MIT Kerberos tools missing ({', '.join(missing)}): "
+                       "apt-get install krb5-kdc krb5-admin-server krb5-user")
     return True, ""
 
 

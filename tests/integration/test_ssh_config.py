@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 from tests.harness.agent import start_agent
-from tests.harness.certs import CertAuthority, new_key, public_line
+from tests.harness.certs import CertAuthority, new_key, public_line, security_key_stub
 from tests.harness.kdc import Kdc, kdc_available, start_kdc, start_sshd_gssapi
 from tests.harness.sshd import SshServer, known_hosts_name, start_sshd
 from tests.harness.topology import Topology
@@ -299,15 +299,17 @@ class KerberosSite:
             self.kdc.stop()
             raise
 
-    def config(self, known_hosts: Path) -> str:
+    def config(self, known_hosts: Path, *, hostname: str = "localhost") -> str:
+        """``hostname`` other than the keytab's name: ``GSSAPIServerIdentity`` names the service."""
+        identity = "    GSSAPIServerIdentity localhost\n" if hostname != "localhost" else ""
         return f"""
 Host krbhost
-    HostName localhost
+    HostName {hostname}
     Port {self.server.port}
     User {self.server.user}
     GSSAPIAuthentication yes
     GSSAPITrustDNS no
-    PubkeyAuthentication no
+{identity}    PubkeyAuthentication no
     UserKnownHostsFile {known_hosts}
     StrictHostKeyChecking yes
     BatchMode yes
@@ -328,12 +330,15 @@ def kerberos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosSite]
         site.close()
 
 
-def test_a_kerberos_ticket_logs_in_without_a_key(kerberos: KerberosSite, make_user, tmp_path: Path) -> None:
+@pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1"])
+def test_a_kerberos_ticket_logs_in_without_a_key(kerberos: KerberosSite, make_user, tmp_path: Path,
+                                                 hostname: str) -> None:
+    """By name (host/localhost, the name ssh connects to), or by address with GSSAPIServerIdentity."""
     site = kerberos
     known = tmp_path / "known_hosts"
     assert site.server.host_key is not None
-    known.write_text(f"{known_hosts_name('localhost', site.server.port)} {public_line(site.server.host_key)}\n")
-    user = make_user(site.config(known), env=site.ticket)
+    known.write_text(f"{known_hosts_name(hostname, site.server.port)} {public_line(site.server.host_key)}\n")
+    user = make_user(site.config(known, hostname=hostname), env=site.ticket)
     before = accepted(site.server, "gssapi-with-mic")
     logged_in(user.fab("status", host="krbhost"), "krbhost")
     logged_in(user.fab("status", host="krbhost"), "krbhost")
@@ -352,3 +357,36 @@ def test_without_a_ticket_the_kerberos_host_is_refused_in_one_line(kerberos: Ker
     started = time.monotonic()
     refused(user.fab("status", host="krbhost"), "krbhost", "gssapi-with-mic")
     assert time.monotonic() - started < 30
+
+
+# -- FIDO (sk-) keys: no hardware here -----------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["openssh", "paramiko"])
+def test_security_key_settings_pass_through_untouched(sshd_server: SshServer, make_user, tmp_path: Path,
+                                                      transport: str) -> None:
+    """What labhop can check without a FIDO device: an sk- key type in known_hosts (also as a CA),
+    SecurityKeyProvider, an sk IdentityFile and sk algorithms in ssh_config do not make it refuse
+    anything; the login itself uses the ordinary key listed after it. A login WITH a security key is
+    not tested (no hardware): it is OpenSSH's own, as the other keys."""
+    server = sshd_server
+    known = tmp_path / "known_hosts"
+    sk_key = security_key_stub(tmp_path / "id_ed25519_sk")  # as ssh-keygen -t ed25519-sk writes it
+    sk_ca = security_key_stub(tmp_path / "sk_ca")
+    known.write_text(f"elsewhere.example {public_line(sk_key)}\n@cert-authority *.example {public_line(sk_ca)}\n"
+                     + server.known_hosts_line + "\n")
+    user = make_user(f"""
+Host fido
+    HostName {server.address}
+    Port {server.port}
+    User {server.user}
+    SecurityKeyProvider internal
+    PubkeyAcceptedAlgorithms sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,ssh-ed25519
+    IdentityFile {sk_key}
+    IdentityFile {server.identity_file}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known}
+    StrictHostKeyChecking yes
+    BatchMode yes
+""", env={"LABHOP_TRANSPORT": transport})
+    result = user.fab("status", host="fido").ok()
+    assert "not running" in result.stdout or "running: pid" in result.stdout, result.output

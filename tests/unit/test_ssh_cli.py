@@ -175,3 +175,30 @@ def test_forward_failure_reports_the_far_side_reason() -> None:
     log = "channel 2: open failed: connect failed: Connection refused\n"
     assert forward_failure(log) == "Connection refused"
     assert forward_failure("all good\n") is None
+
+
+def test_what_ssh_config_says_is_left_to_ssh_reading_the_same_file() -> None:
+    """A HostName on ssh's command line would change what `Match host` / `Match exec "... %h"` see."""
+    hop = Hop("target", "target", "10.1.2.3", "ada", 2222, ("/keys/cli", "/keys/from_config"),
+              from_config=frozenset({"hostname", "user", "port"}), config_identity_files=("/keys/from_config",))
+    argv = hop_options(hop, Chain((hop,), config_file="/cfg/ssh_config"), "none")
+    assert "-l" not in argv and "-p" not in argv and not any(a.startswith("HostName=") for a in argv)
+    assert argv.count("-i") == 1 and argv[argv.index("-i") + 1] == "/keys/cli"  # e.g. an inventory key
+    assert argv[argv.index("-F") + 1] == "/cfg/ssh_config" and option(argv, "ProxyCommand") == "none"
+    pinned = hop_options(Hop("t", "t", "10.1.2.3", "ada", 2222, from_config=frozenset({"user"})), Chain(()), "none")
+    assert "-l" not in pinned and pinned[pinned.index("-p") + 1] == "2222" and option(pinned, "HostName") == "10.1.2.3"
+
+
+def test_from_config_tells_ssh_config_values_from_given_ones(tmp_path) -> None:
+    from fabric import Config, Connection
+
+    from labhop.ssh.connect import from_config
+
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Match host target\n    IdentityFile /keys/m\nHost target\n    HostName 10.9.9.9\n"
+                   "    Port 2200\n    User ada\n")
+    config = Config(runtime_ssh_path=str(cfg))
+    config.load_ssh_config()
+    assert from_config(Connection("target", config=config)) == {"hostname", "user", "port"}
+    assert from_config(Connection("bob@target:2201", config=config)) == {"hostname"}  # -H user@host:port wins
+    assert Connection("target", config=config).ssh_config["identityfile"] == ["/keys/m"]
