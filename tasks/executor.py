@@ -254,6 +254,11 @@ class _HoldOpen:
     def __init__(self, payload: str) -> None:
         self.released = threading.Event()
         self.payload: Optional[str] = payload
+        self.whole = payload
+
+    def rewind(self) -> None:
+        """From the start again (a target that refused the session: tasks/ssh/runner.py)."""
+        self.payload = self.whole
 
     def read(self, size: Optional[int] = -1) -> Optional[str]:
         if self.payload:

@@ -361,6 +361,7 @@ class VerifyingPolicy(MissingHostKeyPolicy):
         HostKeyAlgorithms, so that a host known by its RSA key is not met with its ED25519 one.
         Tuned for SSH's small messages (tasks/ssh/tcp.py)."""
         transport = PromptTransport(low_latency(sock), **kwargs)
+        transport.label = self.check.label
         known = [e.key_type for e in self.entries if e.marker is None and e.matches(self.check.name)]
         if known:
             options = transport.get_security_options()

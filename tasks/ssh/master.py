@@ -25,29 +25,38 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import secrets
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 from ..errors import LabhopError, UsageError
-from ..tunnel.local import socket_listens
+from ..tunnel.local import socket_listens, write_private_json
 from .openssh import SSH, Chain, Hop, _escape, explain_failure, hop_options, hop_title
 
 DEFAULT_PERSIST = "10h"  # a working day: no second factor again until tomorrow
 PERSIST_ENV = "LABHOP_LOGIN_PERSIST"
-TRANSPORT_ENV = "LABHOP_TRANSPORT"  # "openssh" (default where possible) or "paramiko"
+TRANSPORT_ENV = "LABHOP_TRANSPORT"  # "auto" (default: OpenSSH where it can share, else paramiko), "openssh", "paramiko"
+TRANSPORTS = ("auto", "openssh", "paramiko")
 CONTROL_SUBDIR = "cm"
 SOCKET_NAME_LEN = 16
 MAX_SOCKET_PATH = 104 - 1 - 17  # sun_path, minus NUL and ssh's ".XXXXXXXXXXXXXXXX" while binding
 BATCH_LOGIN_TIMEOUT = 60.0  # a key-only login (the connect itself is bounded by ConnectTimeout)
 INTERACTIVE_LOGIN_TIMEOUT = 600.0  # a person typing a code, or finding their phone for a push
+# A mux client's words when the target's sshd refuses one more session on the connection (MaxSessions).
+SESSION_REFUSED = "Session open refused by peer"
+FACTS_SUBDIR = "ssh"  # what labhop learned about a target's sshd, per connection (hop_key), under the state dir
+SOLO_PERSIST = "60"  # a connection of a command's own: closed after it, gone by itself a minute after a crash
 _PERSIST = re.compile(r"^(?:\d+[sSmMhHdDwW]?)+$|^(?:yes|no)$")
 
 
@@ -60,6 +69,10 @@ def child_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
 
 class LoginNeeded(LabhopError):
     """A hop wants more than a key (a second factor, a password) and nobody can answer here."""
+
+
+class SharingUnavailable(LabhopError):
+    """OpenSSH connection sharing cannot work on this machine (control sockets cannot be made)."""
 
 
 # -- where sockets live ------------------------------------------------------------------------
@@ -79,13 +92,35 @@ def control_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
     if len(str(wanted)) + 1 + SOCKET_NAME_LEN > MAX_SOCKET_PATH:
         tag = hashlib.sha256(str(wanted).encode()).hexdigest()[:8]  # one per state dir, as there
         wanted = Path(tempfile.gettempdir()) / f"labhop-{os.getuid()}-{tag}"
-    wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = wanted.stat()
+    try:
+        wanted.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = wanted.stat()
+    except OSError as exc:
+        raise SharingUnavailable(f"cannot make {wanted} for the control sockets: {exc.strerror or exc}") from None
     if info.st_uid != os.getuid():
         raise LabhopError(f"{wanted} belongs to another user: labhop keeps its SSH control sockets there")
     if info.st_mode & 0o077:
-        wanted.chmod(0o700)
+        try:
+            wanted.chmod(0o700)
+        except OSError as exc:
+            raise SharingUnavailable(f"cannot make {wanted} private (0700): {exc.strerror or exc}") from None
     return wanted
+
+
+def sockets_unavailable(directory: Path) -> Optional[str]:
+    """Why no control socket can be made in ``directory`` (a read-only or socket-less file system: some
+    network and VM shares), else None. A bind of a throwaway socket: microseconds, no login spent."""
+    if not hasattr(socket, "AF_UNIX"):
+        return "no Unix sockets here for OpenSSH's ControlMaster"
+    path = str(directory / f".t{secrets.token_hex(6)}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(path)
+        except OSError as exc:
+            return f"ControlMaster cannot make its socket in {directory}: {exc.strerror or exc}"
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return None
 
 
 def hop_key(chain: Chain, index: int) -> str:
@@ -117,19 +152,35 @@ def can_prompt(environ: Optional[Mapping[str, str]] = None) -> bool:
     return True
 
 
-def transport_available(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """None when OpenSSH connection sharing can be used, else why not (said once by the caller)."""
+def transport_choice(environ: Optional[Mapping[str, str]] = None) -> str:
+    """``$LABHOP_TRANSPORT``: auto (the default), openssh (no fallback) or paramiko."""
     env = os.environ if environ is None else environ
-    chosen = (env.get(TRANSPORT_ENV) or "openssh").lower()
+    chosen = (env.get(TRANSPORT_ENV) or "auto").strip().lower()
+    if chosen not in TRANSPORTS:
+        raise UsageError(f"${TRANSPORT_ENV}: {chosen!r} is not one of {', '.join(TRANSPORTS)}")
+    return chosen
+
+
+def transport_available(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """None when OpenSSH connection sharing can be used, else why not (said once by the caller).
+    With ``$LABHOP_TRANSPORT=openssh`` a reason is an error instead: the user asked for no fallback."""
+    env = os.environ if environ is None else environ
+    chosen = transport_choice(env)
     if chosen == "paramiko":
         return f"${TRANSPORT_ENV}=paramiko"
-    if chosen != "openssh":
-        raise LabhopError(f"${TRANSPORT_ENV}: {chosen!r} is not openssh or paramiko")
+    why: Optional[str] = None
     if sys.platform == "win32":
-        return "Windows' OpenSSH has no ControlMaster"
-    if shutil.which(SSH) is None:
-        return "no ssh client on PATH"
-    return None
+        why = "Windows' OpenSSH has no ControlMaster"
+    elif shutil.which(SSH, path=env.get("PATH")) is None:
+        why = "no ssh client on PATH"
+    else:
+        try:
+            why = sockets_unavailable(control_dir(env))
+        except SharingUnavailable as exc:
+            why = str(exc)
+    if why is not None and chosen == "openssh":
+        raise LabhopError(f"${TRANSPORT_ENV}=openssh, but OpenSSH cannot share connections here: {why}")
+    return why
 
 
 def persist_value(value: Optional[str], environ: Optional[Mapping[str, str]] = None) -> str:
@@ -177,6 +228,11 @@ class Masters:
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self._masters: list[Master] = []
         self.started: list[str] = []  # the hops this process logged in to (the others were live)
+        # Command sessions open on the target from this process, and each thread's connection of its own.
+        self._sessions = 0
+        self._sessions_lock = threading.Lock()
+        self._local = threading.local()
+        self._one_session: Optional[bool] = None  # read from the state dir on first use
 
     def path_for(self, index: int) -> str:
         return str(self.dir / hop_key(self.chain, index))
@@ -245,6 +301,79 @@ class Masters:
         return {"hops": hops, "client": masters[-1].client_argv()[:-1], "alias": masters[-1].hop.alias,
                 "forwards": forward_args}
 
+    # -- a target whose sshd allows one session per connection (MaxSessions 1) ------------------------
+
+    @property
+    def facts_path(self) -> Path:
+        return state_dir(self.environ) / FACTS_SUBDIR / f"{hop_key(self.chain, len(self.chain.hops) - 1)}.json"
+
+    @property
+    def one_session(self) -> bool:
+        """Has this target refused a second session on one connection (remembered across runs)?"""
+        if self._one_session is None:
+            try:
+                self._one_session = json.loads(self.facts_path.read_text()).get("max_sessions") == 1
+            except (OSError, ValueError, AttributeError):
+                self._one_session = False
+        return self._one_session
+
+    def remember_one_session(self) -> None:
+        """Said once, and written down so that later runs open a connection of a command's own at once."""
+        if self._one_session:
+            return
+        self._one_session = True
+        with contextlib.suppress(OSError):
+            self.facts_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private_json(str(self.facts_path), {"max_sessions": 1, "target": self.chain.target.name})
+        self.say(f"labhop: {self.chain.target.name}: its sshd allows one session per connection (MaxSessions 1): "
+                 f"commands that overlap (the run's lock, another run) get an SSH connection of their own")
+
+    @property
+    def busy(self) -> bool:
+        return self._sessions > 0
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Count a command session open on the target while it runs."""
+        with self._sessions_lock:
+            self._sessions += 1
+        try:
+            yield
+        finally:
+            with self._sessions_lock:
+                self._sessions -= 1
+
+    @property
+    def in_solo(self) -> bool:
+        """Is this thread on a connection of its own right now?"""
+        return getattr(self._local, "solo", None) is not None
+
+    @property
+    def current(self) -> Master:
+        """The master this thread's commands use: its connection of its own while it has one, else the target's."""
+        solo: Optional[Master] = getattr(self._local, "solo", None)
+        return solo if solo is not None else self.target
+
+    @contextlib.contextmanager
+    def solo(self) -> Iterator[Master]:
+        """A connection of the target's own for this thread's next commands (through the jump hosts' masters,
+        logged in like any master: one login at a time, a second factor asked on the terminal), closed after."""
+        masters = self._masters or self.ensure()
+        index = len(self.chain.hops) - 1
+        path = str(self.dir / (hop_key(self.chain, index)[:SOCKET_NAME_LEN - 8] + secrets.token_hex(4)))
+        interactive = can_prompt(self.environ)
+        with self._login_lock():
+            self._start(index, masters[index - 1] if index else None, interactive=interactive, path=path,
+                        persist=SOLO_PERSIST)
+        master = Master(self.chain.hops[index], index, path)
+        self._local.solo = master
+        try:
+            yield master
+        finally:
+            self._local.solo = None
+            subprocess.run(master.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=15, check=False, env=self.environ)
+
     def _users_master(self, index: int) -> Optional[Master]:
         """The user's own ControlMaster for this hop (ssh_config), when it runs: reused as it is.
         Only for a hop reached the way ssh_config reaches it (an alias, no inventory jump in front)."""
@@ -276,13 +405,14 @@ class Masters:
         finally:
             os.close(fd)
 
-    def start_argv(self, index: int, jump: Optional[Master], *, interactive: bool) -> list[str]:
+    def start_argv(self, index: int, jump: Optional[Master], *, interactive: bool, path: Optional[str] = None,
+                   persist: Optional[str] = None) -> list[str]:
         hop = self.chain.hops[index]
         proxy = proxy_through(jump) if jump is not None else (
             _escape(hop.proxy_command) if hop.proxy_command else "none")
         argv = [SSH, "-f", "-N", "-T",
-                "-o", "ControlMaster=yes", "-o", f"ControlPath={_escape(self.path_for(index))}",
-                "-o", f"ControlPersist={self.persist}",
+                "-o", "ControlMaster=yes", "-o", f"ControlPath={_escape(path or self.path_for(index))}",
+                "-o", f"ControlPersist={persist or self.persist}",
                 # The master holds what later runs add (forwards); none from the user's config.
                 "-o", "ClearAllForwardings=yes",
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
@@ -294,10 +424,12 @@ class Masters:
         argv.append(hop.alias)
         return argv
 
-    def _start(self, index: int, jump: Optional[Master], *, interactive: bool) -> None:
+    def _start(self, index: int, jump: Optional[Master], *, interactive: bool, path: Optional[str] = None,
+               persist: Optional[str] = None) -> None:
         hop = self.chain.hops[index]
         _known_hosts_dir(hop)
-        argv = self.start_argv(index, jump, interactive=interactive)
+        path = path or self.path_for(index)
+        argv = self.start_argv(index, jump, interactive=interactive, path=path, persist=persist)
         with tempfile.TemporaryFile() as err:
             try:
                 # stdin: with -f the master detaches after login; stderr to a file, not a pipe,
@@ -313,7 +445,7 @@ class Masters:
         for line in stderr.splitlines():
             if "Permanently added" in line:  # accept-new: as labhop's own check says it
                 self.say(f"labhop: {hop.name}: permanently added {line.split('added', 1)[1].strip()}")
-        if code == 0 and is_live(self.path_for(index)):
+        if code == 0 and is_live(path):
             return
         if code is None:
             raise LabhopError(f"{hop_title(self.chain, index)}: no login within "
@@ -376,6 +508,10 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
     if hostkey:
         return LabhopError(hostkey)
     title = hop_title(chain, index)
+    listener = re.search(r"unix_listener: (.+)", stderr)
+    if listener:  # the socket check passed, then ssh could not bind (the file system changed under us)
+        return SharingUnavailable(f"{title}: OpenSSH could not make its control socket ({listener.group(1).strip()}); "
+                                  f"`LABHOP_TRANSPORT=paramiko` works without one")
     methods = re.search(r"Permission denied \(([^)]*)\)", stderr)
     if methods:
         wants = set(methods.group(1).split(","))

@@ -16,6 +16,8 @@ any server drops): forwarding it, the jump host acknowledges at once.
 """
 from __future__ import annotations
 
+import io
+import os
 import socket
 import threading
 from typing import Any
@@ -56,7 +58,24 @@ def low_latency(sock: Any) -> Any:
 
 # paramiko's fallback path (no OpenSSH connection sharing): a second factor after the key.
 SECOND_FACTOR_WAIT = 300.0  # paramiko waits 30 s for an answer: short for a person finding their phone
+WAIT_ENV = "LABHOP_SECOND_FACTOR_WAIT"  # seconds, for a site whose push takes longer (or a shorter leash)
 _ASKING = threading.Lock()  # a fleet's threads ask one at a time
+
+
+def second_factor_wait() -> float:
+    """How long a login may wait for the person (the code typed, the push approved), in seconds."""
+    from ..errors import UsageError
+
+    text = os.environ.get(WAIT_ENV, "").strip()
+    if not text:
+        return SECOND_FACTOR_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:
+        raise UsageError(f"${WAIT_ENV}: {text!r} is not a number of seconds (1 to 86400)")
+    return value
 
 
 class PromptTransport(Transport):
@@ -64,15 +83,18 @@ class PromptTransport(Transport):
     for a second factor on the terminal (never paramiko's bare ``input()`` on stdout/stdin)."""
 
     _answered_debug = False
+    label = ""  # the hop, as labhop names it (set by hostkeys.VerifyingPolicy.transport_factory)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.auth_timeout = SECOND_FACTOR_WAIT
+        self.auth_timeout = second_factor_wait()
 
     def auth_interactive_dumb(self, username: str, handler: Any = None, submethods: str = "") -> list[str]:
         """What paramiko's SSHClient calls once the key was accepted and keyboard-interactive is due."""
         try:
-            tty = open("/dev/tty", "r+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+            # As getpass opens it: a text "r+" open() wants a seekable file, which a terminal is not.
+            tty = io.TextIOWrapper(io.FileIO(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY), "r+"),
+                                   encoding="utf-8", errors="replace")
         except OSError:
             from ..errors import LabhopError
 
@@ -85,6 +107,8 @@ class PromptTransport(Transport):
 
             answers: list[str] = []
             with _ASKING:
+                if self.label:  # a fleet asks for several hosts: say which one this answer is for
+                    tty.write(f"labhop: {self.label} asks for a second factor\n")
                 for text in (title, instructions):
                     if text and text.strip():
                         tty.write(text.strip() + "\n")
