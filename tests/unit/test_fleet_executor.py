@@ -210,3 +210,29 @@ def test_ctrl_c_stops_the_run_and_says_where(monkeypatch, tmp_path, capsys) -> N
     rows = [line.split()[:3] + [line.split()[-1]] for line in out.splitlines() if line.startswith("h")]
     assert rows == [["h1", "hang", "FAILED", "interrupted"], ["h2", "hang", "FAILED", "interrupted"]]
     assert "after ran" not in out  # no further task starts
+
+
+def test_making_contexts_does_not_reparse_the_ssh_config(monkeypatch, tmp_path, capsys) -> None:
+    """Fabric's Config.clone() re-reads the ssh_config into the source config; a fleet behind a
+    ProxyJump clones the run's config once per host, which grew it by a whole file per host."""
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host bastion\n    HostName 192.0.2.1\n" + "".join(
+        f"Host h{i}\n    HostName 192.0.2.{i + 10}\n    ProxyJump bastion\n" for i in range(1, 7)))
+    seen: list[int] = []
+
+    @task
+    @edge
+    def blocks(c):
+        with lock:
+            seen.append(len(c.config.base_ssh_config._config))
+        assert c.gateway.original_host == "bastion"  # the ProxyJump was read, so the config was cloned
+        return applied(c.host, "blocks", [], 1)
+
+    monkeypatch.setenv("LABHOP_INVENTORY", str(tmp_path / "inventory.toml"))
+    (tmp_path / "inventory.toml").write_text("")
+    program = Fab(name="Fabric", version=fabric, executor_class=FleetExecutor, config_class=Config,
+                  namespace=Collection(blocks))
+    program.run(["fab", "-S", str(ssh_config), "-H", ",".join(f"h{i}" for i in range(1, 7)), "blocks"])
+    assert "blocks on 6 host(s): all ok" in capsys.readouterr().out
+    one_file = 1 + 7  # paramiko's implicit leading "Host *" block, then the file's 7
+    assert seen == [one_file] * 6
