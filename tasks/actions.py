@@ -72,8 +72,6 @@ def slurm_request(s: Any, flags: ServeFlags) -> Any:
         if given:
             raise UsageError(f"--{next(iter(given)).replace('_', '-')} needs --slurm")
         return None
-    if flags.public or flags.certfile or flags.insecure_http:
-        raise UsageError("--slurm serves with a token (reached through `tunnel`); --public is not supported with it")
     if "sbatch_args" in given:
         given["sbatch_args"] = split_args(given["sbatch_args"])
     return resolve_request(dict(s.target.entry.slurm or ()), given,
@@ -97,15 +95,25 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
     s = open_session(c, json_out=json_out, public=flags.public or None, port=flags.port, ip=flags.ip,
                      root_dir=flags.root_dir, offline=offline or None, connect=False, **flags.kernels.settings())
     request = slurm_request(s, flags)
-    s.connect()
+    given = given_settings(flags, s.target.entry)
     if request is not None:
+        from .serving import is_loopback
         from .slurm import run as slurm_run
 
+        # the TLS flags and the password are checked here, before anything connects (as below)
+        access = slurm_run.Access(
+            tls=tls_request(public=s.settings.public, certfile=flags.certfile, keyfile=flags.keyfile,
+                            insecure_http=flags.insecure_http),
+            password=read_password(flags.password_file) if s.settings.public else None,
+            given_public=given.public, localhost_asked=given.ip and is_loopback(s.settings.ip),
+            password_file=flags.password_file, certfile=flags.certfile, keyfile=flags.keyfile,
+            insecure_http=flags.insecure_http)
+        s.connect()
         facts = s.lock_and_probe("serve", dry_run=dry_run, install=True)
         wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
-        return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), password=None,
+        return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), access=access,
                                dry_run=dry_run)
-    given = given_settings(flags, s.target.entry)
+    s.connect()
     # What can be checked on this machine is, before anything connects (TLS files, the password).
     tls = tls_request(public=s.settings.public, certfile=flags.certfile, keyfile=flags.keyfile,
                       insecure_http=flags.insecure_http)

@@ -75,7 +75,7 @@ def choose_settings(settings: HostSettings, given: Given, facts: HostFacts) -> C
     chosen = settings
     kept_public = False
     if stored is not None:
-        explicit_localhost = given.ip and _is_loopback(settings.ip)
+        explicit_localhost = given.ip and is_loopback(settings.ip)
         if stored.public and not settings.public and not given.public and not explicit_localhost:
             kept_public = True
             chosen = replace(chosen, public=True, ip=stored.ip if stored.ip and not given.ip else chosen.ip)
@@ -98,7 +98,7 @@ def choose_settings(settings: HostSettings, given: Given, facts: HostFacts) -> C
     return Choice(chosen, notes, kept_public=kept_public, kept_https=kept_public and bool(stored and stored.https))
 
 
-def _is_loopback(ip: str) -> bool:
+def is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:

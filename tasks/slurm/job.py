@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .. import shell
 from ..errors import LabhopError
-from ..jupyter_config import ServerSettings, render
+from ..jupyter_config import ServerSettings, render, stored_secrets, stored_server
 from ..remote import source
 from ..target.layout import Layout
 from .options import SlurmRequest
@@ -116,13 +116,37 @@ def parse_sbatch(stdout: str) -> tuple[str, Optional[str]]:
     return match.group("id"), match.group("cluster")
 
 
-def fingerprint(script: str, argv: list[str], config: str) -> str:
-    """What makes a job the same one: the script, sbatch's argv and the server config it reads."""
+def fingerprint(script: str, argv: list[str], config: str, *, tls: str = "") -> str:
+    """What makes a job the same one: the script, sbatch's argv, the server config it reads and, for a
+    TLS server, its certificate's fingerprint (a new certificate is read only by a new server)."""
     digest = hashlib.sha256()
-    for part in (script, "\0".join(argv), config):
+    for part in (script, "\0".join(argv), config, *([tls] if tls else [])):
         digest.update(part.encode())
         digest.update(b"\0\0")
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the job's server lets people in: token (reached through `tunnel`) or password (``--public``)."""
+
+    public: bool
+    kept: bool = False  # public because the job's stored config is, not because this run asked
+    https: bool = False  # (kept) that config served TLS: --insecure-http stays as it was
+
+
+def choose_variant(*, public: bool, given_public: bool, localhost_asked: bool,
+                   stored_config: Optional[str]) -> Variant:
+    """As on a host (tasks/serving.py): what serve is not told does not change. A public job config stays
+    public unless this run names the variant (``--public``, ``public`` in the inventory) or asks for the
+    token variant with a loopback ``--ip``; it needs its stored password hash to stay."""
+    if public:
+        return Variant(public=True)
+    stored = stored_server(stored_config)
+    if (stored.public and not given_public and not localhost_asked
+            and stored_secrets(stored_config).hashed_password):
+        return Variant(public=True, kept=True, https=stored.tls)
+    return Variant(public=False)
 
 
 @dataclass(frozen=True)

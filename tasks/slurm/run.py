@@ -19,7 +19,8 @@ from ..executor import ApplyResult, apply, read_file_tail, run
 from ..outcome import HostResult, applied
 from ..remote import source
 from ..steps import Command, Skip, WriteFile
-from .job import Endpoint, JobRecord, SlurmLayout, fingerprint, job_script, parse_sbatch, render_config, sbatch_argv
+from .job import (Endpoint, JobRecord, SlurmLayout, choose_variant, fingerprint, job_script, parse_sbatch,
+                  render_config, sbatch_argv)
 from .options import SlurmRequest
 from .queue import FORMAT, GONE, UNKNOWN, JobState, describe, parse_squeue
 
@@ -174,12 +175,15 @@ def _interrupts() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, previous)
 
 
-def apply_files(s: Any, layout: SlurmLayout, q: Query, config: str, *, dry_run: bool) -> ApplyResult:
+def apply_files(s: Any, layout: SlurmLayout, q: Query, config: str, tls_steps: list[Any], *,
+                dry_run: bool) -> ApplyResult:
+    """The job's directory, the TLS pair (--public) and the server config the job reads."""
     steps: list[Any] = []
     if q.dir_exists:
         steps.append(Skip(f"directory {layout.dir}", "exists"))
     else:
         steps.append(Command(f"create {layout.dir} (0700)", shell.mkdir_private(layout.dir)))
+    steps.extend(tls_steps)
     if q.config == config:
         steps.append(Skip(f"write {layout.config_file}", "unchanged"))
     else:
@@ -212,14 +216,33 @@ def _url(config: str, endpoint: Endpoint, local_port: Optional[int] = None) -> s
     return f"{base}?token={token}" if token else base
 
 
-def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, password: Optional[str],
+@dataclass(frozen=True)
+class Access:
+    """How this run asks the job's server to let people in (the serve flags, read on the controller)."""
+
+    tls: Any  # certs.TlsRequest from this run's flags (mode "off" without --public)
+    password: Optional[str] = None  # read before connecting when this run is --public
+    given_public: bool = False  # --public, or `public` in the inventory
+    localhost_asked: bool = False  # a loopback --ip: back to the token variant
+    password_file: Optional[str] = None
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    insecure_http: bool = False
+
+
+def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, access: Access,
           dry_run: bool) -> HostResult:
     """``fab serve --slurm``: provision on the login node, then the job: reuse, wait for, or submit it."""
-    from ..passwords import hash_for
-    from ..plan import layout_for, server_settings
-    from ..jupyter_config import stored_secrets
-    from ..target.layout import expand_home
+    import dataclasses
+    import os
     import secrets as secrets_mod
+
+    from ..certs import plan_serve_tls, tls_request
+    from ..jupyter_config import stored_secrets
+    from ..passwords import PASSWORD_ENV, hash_for, read_password
+    from ..plan import layout_for, server_settings
+    from ..settings import ALL_INTERFACES, LOCALHOST
+    from ..target.layout import expand_home
 
     started = time.monotonic()
     layout = layout_for(facts)
@@ -233,16 +256,38 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
         raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
                           "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
     stored = stored_secrets(q.config)
+    variant = choose_variant(public=s.settings.public, given_public=access.given_public,
+                             localhost_asked=access.localhost_asked, stored_config=q.config)
+    tls, password = access.tls, access.password
+    if variant.kept:  # public without --public this time: its TLS mode and (unless given again) its password stay
+        tls = tls_request(public=True, certfile=access.certfile, keyfile=access.keyfile,
+                          insecure_http=access.insecure_http or not variant.https)
+        if access.password_file or os.environ.get(PASSWORD_ENV):
+            password = read_password(access.password_file)
+    hashed = None
+    if variant.public:
+        hashed = hash_for(password, stored.hashed_password) if password else stored.hashed_password
     token = stored.token or secrets_mod.token_hex(24)
-    hashed = hash_for(password, stored.hashed_password) if password else None
-    server = server_settings(facts, s.settings, token=token, hashed_password=hashed)
+    # the certificate names the login node as labhop knows it, and localhost: the browser reaches the job
+    # through `tunnel` (the compute node is not known before the scheduler picks it)
+    tls_plan = plan_serve_tls(tls, facts, [s.target.name, s.target.address, s.target.entry.hostname])
+    for warning in tls_plan.warnings:
+        s.report.warn(warning)
+    # the job's address comes from the node (render_config); the one written first is the variant's default,
+    # so that a kept public config renders as the --public run wrote it
+    settings = dataclasses.replace(s.settings, public=variant.public,
+                                   ip=ALL_INTERFACES if variant.public else LOCALHOST)
+    server = server_settings(facts, settings, token=token, hashed_password=hashed, certfile=tls_plan.certfile,
+                             keyfile=tls_plan.keyfile)
     config = render_config(server)
     script = job_script(layout, request, home=facts.home, root_dir=expand_home(s.settings.root_dir, facts.home),
-                        port=s.settings.port, scheme="http")
+                        port=s.settings.port, scheme=server.scheme)
     argv = sbatch_argv(request)
-    print_ = fingerprint(script, argv, config)
+    print_ = fingerprint(script, argv, config, tls=tls_plan.info.fingerprint if tls_plan.info else "")
     changed = [r.step.description for r in outcome.changed]
-    files = apply_files(s, slurm, q, config, dry_run=dry_run)
+    files = apply_files(s, slurm, q, config, tls_plan.steps, dry_run=dry_run)
+    for line in tls_plan.report_lines():
+        s.report.say(line)
     changed += [r.step.description for r in files.changed]
     unchanged = len(outcome.results) + len(files.results) - len(changed)
 
@@ -308,6 +353,7 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, pas
     else:
         s.report.say(f"serve: {len(changed)} changed, {unchanged} unchanged ({seconds:.1f}s)")
     return applied(s.target.name, "serve", changed, unchanged, seconds=time.monotonic() - started,
+                   tls_fingerprint=tls_plan.info.fingerprint if tls_plan.info else None,
                    **job_data(record, q.state, endpoint, url, q.now))
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.kernel import run_cell, split_url
 from tests.harness.slurm import SlurmCluster
-from tests.support import FAB, REPO, FabResult, Workspace, free_port
+from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status, login
 
 pytestmark = pytest.mark.integration
 
@@ -267,6 +267,56 @@ def test_bad_slurm_flags_are_usage_errors_before_connecting(scene: Scene) -> Non
                        (("--partition", "gpu"), "--partition needs --slurm")):
         res = scene.fab("serve", *args, host="nowhere.invalid")
         assert res.returncode == 2 and text in res.stderr, res.output
+
+
+PASSWORD = "slurm pässword 7"
+
+
+def test_public_job_password_and_tls_through_the_tunnel_then_back_to_the_token(scene: Scene) -> None:
+    out = scene.fab("serve", "--slurm", "--public", env={"LABHOP_PASSWORD": PASSWORD}).ok().output
+    job = _job(out)
+    assert re.search(rf"job {job}: RUNNING on node1, .*; JupyterLab at {scene.cluster.node_address}:\d+", out), out
+    assert "TLS: self-signed certificate" in out and "TLS: SHA-256 fingerprint" in out, out
+    found = re.findall(r"open: (https://127\.0\.0\.1:\d+/lab)  \(after", out)
+    assert found and "token=" not in found[-1], out
+    config_file = f"{scene.prefix}/slurm/jupyter/jupyter_server_config.py"
+    config = scene.login(f"cat {config_file}")
+    hashed = re.findall(r"hashed_password = '(\$2b\$[^']+)'", config)
+    assert hashed and PASSWORD not in config and "c.ServerApp.certfile = " in config, config
+    assert scene.login(f"stat -c %a {config_file}").strip() == "600"
+    endpoint = json.loads(scene.login(f"cat {scene.prefix}/slurm/endpoint.json"))
+    assert endpoint["job"] == job and endpoint["scheme"] == "https"
+    # neither the password nor its hash in the output, Slurm's copy of the job, its log or any argv
+    for secret in (PASSWORD, hashed[0]):
+        assert secret not in out
+        assert secret not in scene.cluster.scontrol("show", "job", job, "-dd").stdout
+        assert secret not in scene.login(f"cat {scene.prefix}/slurm/job-{job}.log")
+        assert secret not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+    port = free_port()
+    tunnel = scene.fab("tunnel", "--background", "--local-port", str(port)).ok().output
+    base = f"https://127.0.0.1:{port}"
+    assert f"open: {base}/lab" in tunnel, tunnel
+    try:
+        assert http_status(f"{base}/api/contents") == 403
+        assert login(base, "wrong password")[0] == 401
+        assert login(base, PASSWORD) == (200, 200)
+        with pytest.raises(OSError):  # nothing in clear text through the tunnel
+            http_status(f"http://127.0.0.1:{port}/api/contents", timeout=5)
+        status = scene.fab("status").ok().output
+        assert re.search(r"open: https://127\.0\.0\.1:\d+/lab  \(after", status), status
+        doc = json.loads(scene.fab("status", "--json").ok().stdout)["results"][0]
+        assert doc["url"].startswith("https://127.0.0.1:") and doc["slurm_job"] == job, doc
+        assert scene.fab("url").ok().stdout.strip().startswith("https://127.0.0.1:")
+        # what serve is not told does not change: no --public, no password, the public job goes on
+        again = scene.fab("serve", "--slurm").ok().output
+        assert f"serve: nothing to do, job {job} serves" in again and "kept from an earlier run" in again, again
+    finally:
+        scene.fab("tunnel", "--close")
+    back = scene.fab("serve", "--slurm", "--ip", "127.0.0.1").ok().output
+    assert f"settings changed: cancel job {job}" in back and f"cancelled job {job}" in back, back
+    assert re.search(r"open: http://127\.0\.0\.1:\d+/lab\?token=\w+", back), back
+    assert "hashed_password = ''" in scene.login(f"cat {config_file}")
 
 
 def test_zzz_walltime_running_out(scene: Scene) -> None:

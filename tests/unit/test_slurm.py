@@ -9,8 +9,8 @@ import pytest
 from labhop.errors import UsageError
 from labhop.inventory import parse_inventory
 from labhop.jupyter_config import ServerSettings, stored_secrets
-from labhop.slurm.job import (JOB_NAME, Endpoint, JobRecord, SlurmLayout, fingerprint, job_script, parse_sbatch,
-                              render_config, sbatch_argv)
+from labhop.slurm.job import (JOB_NAME, Endpoint, JobRecord, SlurmLayout, Variant, choose_variant, fingerprint,
+                              job_script, parse_sbatch, render_config, sbatch_argv)
 from labhop.slurm.options import DEFAULT_WAIT, SlurmRequest, resolve_request, split_args, time_seconds
 from labhop.slurm.queue import FORMAT, GONE, UNKNOWN, describe, elapsed, parse_squeue, parse_time_left
 from labhop.errors import LabhopError
@@ -118,6 +118,58 @@ def test_fingerprint_changes_with_script_argv_or_config() -> None:
     assert base != fingerprint(_script(SlurmRequest(time="31")), ["sbatch"], "c")
     assert base != fingerprint(_script(), ["sbatch", "-x"], "c")
     assert base != fingerprint(_script(), ["sbatch"], "d")
+
+
+def test_fingerprint_changes_with_the_tls_certificate_only_when_there_is_one() -> None:
+    base = fingerprint(_script(), ["sbatch"], "c")
+    assert fingerprint(_script(), ["sbatch"], "c", tls="") == base  # token jobs keep their fingerprint
+    assert fingerprint(_script(), ["sbatch"], "c", tls="AA:BB") != base
+    assert fingerprint(_script(), ["sbatch"], "c", tls="AA:BB") != fingerprint(_script(), ["sbatch"], "c", tls="CC")
+
+
+HASH = "$2b$12$abcdefghijklmnopqrstuu0123456789012345678901234567890"
+PUBLIC = ServerSettings(ip="0.0.0.0", port=8888, root_dir="/home/u", public=True, hashed_password=HASH,
+                        certfile="/home/u/.labhop/tls/cert.pem", keyfile="/home/u/.labhop/tls/key.pem")
+PUBLIC_HTTP = ServerSettings(ip="0.0.0.0", port=8888, root_dir="/home/u", public=True, hashed_password=HASH)
+
+
+@pytest.mark.parametrize("public, given_public, localhost_asked, stored, expected", [
+    # asked this run: public, whatever was stored
+    (True, True, False, None, Variant(public=True)),
+    (True, True, False, SERVER, Variant(public=True)),
+    # nothing stored, or a token config: the token variant
+    (False, False, False, None, Variant(public=False)),
+    (False, False, False, SERVER, Variant(public=False)),
+    # a public job config stays public when this run does not name the variant, with its TLS mode
+    (False, False, False, PUBLIC, Variant(public=True, kept=True, https=True)),
+    (False, False, False, PUBLIC_HTTP, Variant(public=True, kept=True, https=False)),
+    # ... unless the inventory says `public = false`, or --ip 127.0.0.1 asks for the token variant
+    (False, True, False, PUBLIC, Variant(public=False)),
+    (False, False, True, PUBLIC, Variant(public=False)),
+])
+def test_the_variant_what_serve_is_not_told_does_not_change(public: bool, given_public: bool, localhost_asked: bool,
+                                                            stored: Optional[ServerSettings], expected: Variant) -> None:
+    config = render_config(stored) if stored else None
+    assert choose_variant(public=public, given_public=given_public, localhost_asked=localhost_asked,
+                          stored_config=config) == expected
+
+
+def test_a_public_config_without_its_hash_is_not_kept() -> None:
+    config = render_config(PUBLIC).replace(HASH, "")
+    assert choose_variant(public=False, given_public=False, localhost_asked=False, stored_config=config) == \
+        Variant(public=False)
+
+
+def test_the_public_job_config_has_the_hash_tls_and_no_token_and_the_script_no_secret() -> None:
+    config = render_config(PUBLIC)
+    assert stored_secrets(config) == type(stored_secrets(config))(token=None, hashed_password=HASH)
+    assert "c.ServerApp.certfile = '/home/u/.labhop/tls/cert.pem'" in config
+    assert "c.PasswordIdentityProvider.password_required = True" in config
+    assert "c.ServerApp.ip = os.environ['LABHOP_SLURM_IP']" in config.split("# Slurm:")[1]
+    compile(config, "jupyter_server_config.py", "exec")
+    script = job_script(Layout("/home/u/.labhop"), SlurmRequest(), home="/home/u", root_dir="/home/u", port=8888,
+                        scheme="https")
+    assert " https " in script and HASH not in script
 
 
 @pytest.mark.parametrize("stdout, expected", [
