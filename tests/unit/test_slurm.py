@@ -148,7 +148,8 @@ PUBLIC_HTTP = ServerSettings(ip="0.0.0.0", port=8888, root_dir="/home/u", public
     (False, False, True, PUBLIC, Variant(public=False)),
 ])
 def test_the_variant_what_serve_is_not_told_does_not_change(public: bool, given_public: bool, localhost_asked: bool,
-                                                            stored: Optional[ServerSettings], expected: Variant) -> None:
+                                                            stored: Optional[ServerSettings],
+                                                            expected: Variant) -> None:
     config = render_config(stored) if stored else None
     assert choose_variant(public=public, given_public=given_public, localhost_asked=localhost_asked,
                           stored_config=config) == expected
