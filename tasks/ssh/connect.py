@@ -6,8 +6,8 @@ including the file given with ``-S``), ProxyJump included.
 """
 from __future__ import annotations
 
-import getpass
 import logging
+import os
 import socket
 import sys
 import threading
@@ -133,11 +133,23 @@ def from_config(cxn: Connection) -> frozenset[str]:
     found = set()
     if cxn.host == config.get("hostname", cxn.original_host):
         found.add("hostname")
-    if cxn.user == config.get("user", getpass.getuser()):
+    if cxn.user == config.get("user", _login_name()):
         found.add("user")
     if int(cxn.port) == int(config.get("port", 22)):
         found.add("port")
     return frozenset(found)
+
+
+def _login_name() -> Optional[str]:
+    """The account name ssh uses when nothing names a user (the passwd entry, not $USER as Fabric)."""
+    try:
+        import pwd
+    except ImportError:  # Windows: no OpenSSH connection sharing there anyway
+        return None
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
 
 
 def quiet_paramiko_log() -> None:

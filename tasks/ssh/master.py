@@ -504,6 +504,7 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
     """One line for a master that did not start at hop ``index`` (every hop before it is logged in):
     a hop that needs a person is named as such; a hop behind a jump host that cannot be reached is
     said as "JUMP cannot reach HOP"."""
+    stderr = stderr.replace("\r\n", "\n")  # ssh ends its log lines with CRLF
     hostkey = hostkey_failure(stderr, chain, index, interactive=interactive)
     if hostkey:
         return LabhopError(hostkey)
@@ -518,8 +519,11 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
         if not interactive and wants & {"keyboard-interactive", "password"}:
             return LoginNeeded(f"{title} needs a login (it asks for more than a key: {', '.join(sorted(wants))}): "
                                f"run `fab -H {chain.target.name} login` on a terminal")
-        return LabhopError(f"{title}: SSH authentication failed: no key offered was accepted "
-                           f"(Permission denied ({methods.group(1)}))")
+        if "publickey" in wants or not wants & {"gssapi-with-mic", "gssapi-keyex"}:
+            what = "no key offered was accepted"
+        else:  # a Kerberos-only host: the ticket is what is missing, not a key
+            what = "no Kerberos ticket was accepted (`klist` shows yours, `kinit` gets one)"
+        return LabhopError(f"{title}: SSH authentication failed: {what} (Permission denied ({methods.group(1)}))")
     resolve = re.search(r"Could not resolve hostname (\S+?):? (.+)", stderr)
     if resolve:
         error = UsageError if "not known" in resolve.group(2) or "No address" in resolve.group(2) else LabhopError

@@ -127,6 +127,12 @@ def _tty() -> bool:
     ("@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nThe fingerprint for the ED25519 key sent by "
      "the remote host is\nSHA256:abc.\nOffending ED25519 key in /kh:3\nHost key verification failed.", 0, False,
      LabhopError, ["jump host 1 of 1 bastion", "host key of 192.0.2.1 has CHANGED", "ED25519 key SHA256:abc", "/kh:3"]),
+    ("@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\nThe fingerprint for the ED25519 key sent by "
+     "the remote host is\r\nSHA256:abc.\r\nOffending ED25519 key "
+     "in /kh:3\r\nHost key for 192.0.2.1 has changed and you have requested strict checking.\r\n", 0, False,
+     LabhopError, ["has CHANGED: it offers ED25519 key SHA256:abc, /kh:3 has another"]),  # as ssh writes it: CRLF
+    ("ada@localhost: Permission denied (gssapi-with-mic).", 1, False, LabhopError,
+     ["target node7", "no Kerberos ticket was accepted (`klist`", "(Permission denied (gssapi-with-mic))"]),
     ("No ED25519 host key is known for [10.0.0.7]:2222 and you have requested strict checking.", 1, False,
      LabhopError, ["host key of [10.0.0.7]:2222 is unknown", "StrictHostKeyChecking is ask and there is no terminal"]),
 ])
