@@ -10,6 +10,7 @@ from . import jupyter_config
 from .errors import LabhopError
 from .passwords import hash_for
 from .target.probe import HostFacts
+from .invocation import PROGRAM
 
 
 def token_for(facts: HostFacts) -> str:
@@ -65,7 +66,7 @@ def status_lines(st: Status) -> list[str]:
         return [f"running: pid {st.pid}, port {st.port}, {st.variant}, since {st.since}", f"open: {st.url}"]
     if st.stale_pid:
         return [f"not running: JupyterLab (pid {st.stale_pid}) died unexpectedly, its pid file is stale; "
-                f"`fab serve` starts it again, `fab logs` shows its last lines"]
+                f"`{PROGRAM} serve` starts it again, `{PROGRAM} logs` shows its last lines"]
     return ["not running"]
 
 
@@ -73,7 +74,7 @@ def url_or_why(facts: HostFacts, address: str) -> str:
     """The URL to open; a LabhopError (exit 1) when there is no server to open, naming the URL it had."""
     found = url_for(facts.config, address)
     if not found:
-        raise LabhopError("no server configured here yet: run `fab serve` first")
+        raise LabhopError(f"no server configured here yet: run `{PROGRAM} serve` first")
     if not facts.server.alive:
-        raise LabhopError(f"JupyterLab is not running (it was at {found}): `fab serve` starts it again")
+        raise LabhopError(f"JupyterLab is not running (it was at {found}): `{PROGRAM} serve` starts it again")
     return found

@@ -23,6 +23,7 @@ from .job import (Endpoint, JobRecord, SlurmLayout, choose_variant, fingerprint,
                   render_config, sbatch_argv)
 from .options import SlurmRequest
 from .queue import FORMAT, GONE, UNKNOWN, JobState, describe, parse_squeue
+from ..invocation import PROGRAM
 
 @dataclass(frozen=True)
 class Query:
@@ -114,7 +115,7 @@ class Waiter:
                     cancel(self.c, record)
                     self.warn(f"interrupted: cancelled job {record.id}, nothing is left queued")
                 except LabhopError as exc:
-                    self.warn(f"interrupted, and cancelling job {record.id} failed: {exc}; `fab stop` cancels it")
+                    self.warn(f"interrupted, and cancelling job {record.id} failed: {exc}; `{PROGRAM} stop` cancels it")
                 raise
 
     def _poll(self, record: JobRecord, interrupted: Callable[[], bool]) -> Query:
@@ -346,7 +347,7 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, acc
                  f"(reached through the login node)")
     if q.state.low_walltime():
         s.report.warn(f"job {record.id} has only {q.state.time_left} of walltime left")
-    s.report.say(f"open: {url}  (after `fab -H {s.target.name} tunnel`)")
+    s.report.say(f"open: {url}  (after `{PROGRAM} -H {s.target.name} tunnel`)")
     seconds = time.monotonic() - started
     if not changed:
         s.report.say(f"serve: nothing to do, job {record.id} serves with these settings ({seconds:.1f}s)")
@@ -382,14 +383,14 @@ def status(s: Any) -> Optional[dict[str, Any]]:
     s.report.say(f"slurm: job {record.id} {describe(state, now=q.now)}")
     if endpoint:
         s.report.say(f"slurm: JupyterLab on {endpoint.node} at {endpoint.host}:{endpoint.port}")
-        s.report.say(f"open: {url}  (after `fab -H {s.target.name} tunnel`)")
+        s.report.say(f"open: {url}  (after `{PROGRAM} -H {s.target.name} tunnel`)")
     elif state.running:
         s.report.say("slurm: JupyterLab is starting (it has not answered yet)")
     if state.low_walltime():
         s.report.warn(f"job {record.id} has only {state.time_left} of walltime left")
     if state.ended:
         s.report.say(f"slurm: last lines of {record.log}: {log_tail(s.c, record)}")
-        s.report.say(f"`fab -H {s.target.name} serve --slurm` submits a new job")
+        s.report.say(f"`{PROGRAM} -H {s.target.name} serve --slurm` submits a new job")
     return {**job_data(record, state, endpoint, url, q.now), "running": bool(endpoint)}
 
 
@@ -424,7 +425,7 @@ def tunnel_end(s: Any) -> Any:
     endpoint = q.serving
     if endpoint is None:
         raise LabhopError(f"job {q.record.id} is not serving ({describe(q.state or JobState(GONE), now=q.now)}): "
-                          f"`fab -H {s.target.name} serve --slurm` starts one")
+                          f"`{PROGRAM} -H {s.target.name} serve --slurm` starts one")
     return JupyterEnd(host=endpoint.host, port=endpoint.port, scheme=endpoint.scheme,
                       token=stored_secrets(q.config).token, public=not stored_secrets(q.config).token)
 
@@ -434,5 +435,6 @@ def url(s: Any) -> str:
     q = query(s.c, s.settings.python, s.settings.prefix)
     if q.record is None or q.serving is None:
         state = describe(q.state, now=q.now) if q.state else "no job"
-        raise LabhopError(f"no Slurm job serves here ({state}): `fab -H {s.target.name} serve --slurm` starts one")
+        raise LabhopError(f"no Slurm job serves here ({state}): "
+                          f"`{PROGRAM} -H {s.target.name} serve --slurm` starts one")
     return _url(q.config or "", q.serving)

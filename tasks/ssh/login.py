@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from ..errors import LabhopError
 from .connect import Target
 from .master import Masters, can_prompt
+from ..invocation import PROGRAM
 
 
 def _masters(target: Target) -> Masters:
@@ -31,7 +32,7 @@ def login(target: Target, say: Callable[[str], None]) -> dict[str, Any]:
             "already logged in" if master.ours else "already logged in (your own ControlMaster)")
         say(f"login: {master.hop.name}: {how}")
     say(f"login: commands, uploads and tunnels to {target.name} share these connections until idle "
-        f"for {masters.persist}; `fab -H {target.name} logout` ends them")
+        f"for {masters.persist}; `{PROGRAM} -H {target.name} logout` ends them")
     return {"hops": [m.hop.name for m in found], "started": list(masters.started), "persist": masters.persist}
 
 
@@ -57,5 +58,5 @@ def login_line(target: Target) -> tuple[Optional[str], Optional[dict[str, Any]]]
     if not missing:
         return (f"login: live to {', '.join(names)} (shared until idle for {target.masters.persist})",
                 {"live": names, "persist": target.masters.persist})
-    return (f"login: none live to {', '.join(missing)}: the next run logs in (`fab -H {target.name} login`)",
+    return (f"login: none live to {', '.join(missing)}: the next run logs in (`{PROGRAM} -H {target.name} login`)",
             {"live": names, "missing": missing})

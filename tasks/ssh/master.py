@@ -43,6 +43,7 @@ from typing import Callable, Iterator, Mapping, Optional
 from ..errors import LabhopError, UsageError
 from ..tunnel.local import socket_listens, write_private_json
 from .openssh import SSH, Chain, Hop, _escape, explain_failure, hop_options, hop_title
+from ..invocation import PROGRAM
 
 DEFAULT_PERSIST = "10h"  # a working day: no second factor again until tomorrow
 PERSIST_ENV = "LABHOP_LOGIN_PERSIST"
@@ -491,7 +492,7 @@ def hostkey_failure(stderr: str, chain: Chain, index: int, *, interactive: bool)
         why = ("StrictHostKeyChecking is yes" if hop.host_key_mode == "yes" else
                "StrictHostKeyChecking is ask and there is no terminal to ask on")
         return (f"{where}: host key of {name} is unknown ({unknown.group(1)} key, not in the known_hosts files) "
-                f"and {why}: check the fingerprint, then `ssh {hop.name}` once (or `fab -H {chain.target.name} "
+                f"and {why}: check the fingerprint, then `ssh {hop.name}` once (or `{PROGRAM} -H {chain.target.name} "
                 f"login` on a terminal), or set StrictHostKeyChecking accept-new for it in ssh_config")
     return None
 
@@ -518,7 +519,7 @@ def login_failure(stderr: str, chain: Chain, index: int, *, interactive: bool) -
         wants = set(methods.group(1).split(","))
         if not interactive and wants & {"keyboard-interactive", "password"}:
             return LoginNeeded(f"{title} needs a login (it asks for more than a key: {', '.join(sorted(wants))}): "
-                               f"run `fab -H {chain.target.name} login` on a terminal")
+                               f"run `{PROGRAM} -H {chain.target.name} login` on a terminal")
         if "publickey" in wants or not wants & {"gssapi-with-mic", "gssapi-keyex"}:
             what = "no key offered was accepted"
         else:  # a Kerberos-only host: the ticket is what is missing, not a key

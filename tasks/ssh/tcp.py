@@ -15,6 +15,7 @@ for those 40 ms. ``PromptTransport`` answers the debug message with an SSH_MSG_I
 any server drops): forwarding it, the jump host acknowledges at once.
 """
 from __future__ import annotations
+from ..invocation import PROGRAM
 
 import io
 import os
@@ -99,7 +100,7 @@ class PromptTransport(Transport):
             from ..errors import LabhopError
 
             raise LabhopError("the server asks for more than a key (keyboard-interactive: a second factor?) and "
-                              "there is no terminal to ask on; with OpenSSH's `ssh` here, `fab -H HOST login` "
+                              f"there is no terminal to ask on; with OpenSSH's `ssh` here, `{PROGRAM} -H HOST login` "
                               "logs in once for every later run") from None
 
         def ask(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:

@@ -21,6 +21,7 @@ from .. import shell
 from ..remote import source
 from .layout import Layout
 from .probe import MIN_PYTHON, probe_source
+from ..invocation import PROGRAM
 
 # How long a run waits for another one on the same target before giving up (an install
 # from scratch takes about a minute; a slow link several).
@@ -90,4 +91,4 @@ def describe_holder(holder: dict[str, Any]) -> str:
     age = holder.get("age")
     if isinstance(age, (int, float)):
         parts.append(f"for {max(0, int(age))}s")
-    return f"`fab {task}`" + (f" ({', '.join(parts)})" if parts else "")
+    return f"`{PROGRAM} {task}`" + (f" ({', '.join(parts)})" if parts else "")

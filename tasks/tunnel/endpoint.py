@@ -11,6 +11,7 @@ from .. import jupyter_config
 from ..errors import LabhopError
 from ..ssh.openssh import bracket, forward_host
 from ..target.probe import HostFacts
+from ..invocation import PROGRAM
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,10 @@ def jupyter_end(facts: HostFacts, host: str) -> JupyterEnd:
     """The running server's address, port and token, or why there is nothing to tunnel to."""
     stored = jupyter_config.stored_server(facts.config)
     if not facts.config or stored.port is None:
-        raise LabhopError(f"no JupyterLab configured on {host} yet: run `fab -H {host} serve` first")
+        raise LabhopError(f"no JupyterLab configured on {host} yet: run `{PROGRAM} -H {host} serve` first")
     if not facts.server.alive:
         raise LabhopError(f"JupyterLab is not running on {host} (configured for port {stored.port}): "
-                          f"start it with `fab -H {host} serve`")
+                          f"start it with `{PROGRAM} -H {host} serve`")
     return JupyterEnd(host=forward_host(stored.ip), port=stored.port, scheme=stored.scheme, token=stored.token,
                       public=stored.public)
 

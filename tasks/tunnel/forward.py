@@ -18,6 +18,7 @@ from . import rmate as rmate_mod
 from .endpoint import JupyterEnd, jupyter_end
 from .opener import Opener, Request
 from .records import RMATE, TUNNEL, close_records, status_data, status_lines
+from ..invocation import PROGRAM
 
 # What the tasks use from here (tasks/actions.py, tasks/slurm/run.py).
 __all__ = ["RMATE", "TUNNEL", "JupyterEnd", "close_forwards", "open_forwards", "parse_bind", "request_from_flags",
@@ -51,7 +52,7 @@ def request_from_flags(*, jupyter: bool, rmate: bool, local_port: Optional[objec
 
 def _require_remote(session: Any, what: str) -> None:
     if session.target.is_local:
-        raise UsageError(f"{what} reaches a remote host: use `fab -H NAME {what}`")
+        raise UsageError(f"{what} reaches a remote host: use `{PROGRAM} -H NAME {what}`")
 
 
 def open_forwards(session: Any, request: Request, facts: Optional[HostFacts],

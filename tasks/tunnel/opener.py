@@ -36,6 +36,7 @@ from .endpoint import JupyterEnd, check_http, connect_host
 from .local import port_is_free
 from .process import end_process, start_time
 from .records import RMATE, TUNNEL, Record, is_alive, log_path, read_records, remove_record, state_path, write_record
+from ..invocation import PROGRAM
 
 READY_TIMEOUT = 30.0  # for the whole chain to connect and the forward to listen
 PORT_TRIES = 100  # how far past a busy local port to look for a free one
@@ -118,7 +119,7 @@ class Opener:
                 self.say(f"already open: {record.describe()}")
                 if self.end is not None and record.local_port:
                     self.say(f"open: {self.end.url(connect_host(record.bind or '127.0.0.1'), record.local_port)}")
-                self.say(f"`fab -H {self.host} {self.kind} --close` ends it")
+                self.say(f"`{PROGRAM} -H {self.host} {self.kind} --close` ends it")
                 return True
             why = "it no longer answers" if same else "it forwards something else"
             end_process(record.pid)
@@ -240,7 +241,8 @@ class Opener:
         self._announce(local_port, rmate_port)
         if self.req.background:
             write_record(record)
-            self.say(f"running in the background (pid {proc.pid}); `fab -H {self.host} {self.kind} --close` ends it")
+            self.say(f"running in the background (pid {proc.pid}); "
+                     f"`{PROGRAM} -H {self.host} {self.kind} --close` ends it")
             return
         self._hold(record, proc=proc, log=log)
 
@@ -317,7 +319,7 @@ class Opener:
         far = forward_failure(log_text(log)) if log else None
         if far:
             raise LabhopError(f"the tunnel reached {self.host}, but nothing answers on {where}: {far} "
-                              f"(is JupyterLab running? `fab -H {self.host} status`)")
+                              f"(is JupyterLab running? `{PROGRAM} -H {self.host} status`)")
         raise LabhopError(f"the tunnel is up but {where} did not answer through it: {error}")
 
     def _verify_shared(self, host: str, local_port: int) -> None:
@@ -330,7 +332,7 @@ class Opener:
             self.s.report.warn(
                 f"other machines get HTTP 403 through this tunnel: JupyterLab on {self.host} (localhost variant) "
                 f"answers only requests addressed to localhost (ServerApp.allow_remote_access is off); "
-                f"this machine is fine; for a server others can use, `fab -H {self.host} serve --public`")
+                f"this machine is fine; for a server others can use, `{PROGRAM} -H {self.host} serve --public`")
 
     def _write_rc(self, port: int) -> None:
         command = f"{shell.q(self.s.settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"

@@ -18,6 +18,7 @@ from ..ssh.openssh import bracket
 from . import supervise
 from .local import write_private_json
 from .process import end_process, is_running
+from ..invocation import PROGRAM
 
 STATE_SUBDIR = "labhop"
 TUNNEL, RMATE = "tunnel", "rmate"
@@ -130,7 +131,8 @@ def close_records(host: str, kinds: tuple[str, ...], say: Callable[[str], None])
     if RMATE in kinds and TUNNEL not in kinds:
         for r in read_records(host):
             if r.kind == TUNNEL and r.rmate_port and is_alive(r):
-                say(f"the rmate forward is part of the tunnel (pid {r.pid}): `fab -H {host} tunnel --close` ends both")
+                say(f"the rmate forward is part of the tunnel (pid {r.pid}): "
+                    f"`{PROGRAM} -H {host} tunnel --close` ends both")
     for record in records:
         if is_alive(record):
             end_process(record.pid)
@@ -147,7 +149,7 @@ def close_records(host: str, kinds: tuple[str, ...], say: Callable[[str], None])
 def status_lines(host: str) -> list[str]:
     lines = []
     for record in read_records(host):
-        state = "open" if is_alive(record) else "ended (ssh exited; `fab tunnel --close` clears it)"
+        state = "open" if is_alive(record) else f"ended (ssh exited; `{PROGRAM} tunnel --close` clears it)"
         supervisor = supervise.read_state(str(state_path(host, record.kind))) if is_alive(record) else None
         lines.append(f"{record.kind} {state}: {record.describe()}{supervise.describe(supervisor)}")
     return lines

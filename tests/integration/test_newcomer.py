@@ -108,3 +108,12 @@ def test_the_installed_package_takes_no_generic_top_level_name(tmp_path: Path) -
     assert top_level == ["labhop"]
     assert "labhop = labhop.program:main" in entry_points
     assert "labhop/commands.py" in names
+
+
+@pytest.mark.parametrize("program", ["labhop", "fab"])
+def test_a_hint_names_the_command_the_user_typed(program: str, elsewhere: tuple[Path, Path]) -> None:
+    work, home = elsewhere
+    command = [LABHOP] if program == "labhop" else [FAB, "-r", str(REPO)]
+    done = run(command + ["url"], work, clean_env(home))
+    assert (done.returncode, done.stderr.strip()) == (
+        1, f"labhop: local: no server configured here yet: run `{program} serve` first")
