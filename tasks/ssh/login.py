@@ -55,8 +55,11 @@ def login_line(target: Target) -> tuple[Optional[str], Optional[dict[str, Any]]]
     live = target.masters.live()
     names = [m.hop.name for m in live if m is not None]
     missing = [hop.name for hop, m in zip(target.masters.chain.hops, live) if m is None]
+    one = target.masters.one_session  # MaxSessions 1 (tasks/ssh/runner.py): said, since such runs may log in again
+    extra = "; overlapping commands get a connection of their own (the target allows one session per connection)" \
+        if one else ""
     if not missing:
-        return (f"login: live to {', '.join(names)} (shared until idle for {target.masters.persist})",
-                {"live": names, "persist": target.masters.persist})
-    return (f"login: none live to {', '.join(missing)}: the next run logs in (`{PROGRAM} -H {target.name} login`)",
-            {"live": names, "missing": missing})
+        return (f"login: live to {', '.join(names)} (shared until idle for {target.masters.persist}){extra}",
+                {"live": names, "persist": target.masters.persist, "one_session": one})
+    return (f"login: none live to {', '.join(missing)}: the next run logs in (`{PROGRAM} -H {target.name} login`)"
+            f"{extra}", {"live": names, "missing": missing, "one_session": one})

@@ -99,6 +99,7 @@ def test_a_target_with_max_sessions_1_serves_and_says_so_once(one_session: Site)
     for _ in range(2):
         status = site.fab("status", host="solo").ok()
         assert "running: pid" in status.stdout and NOTICE not in status.output
+        assert "overlapping commands get a connection of their own" in status.stdout
     again = site.fab("serve", host="solo").ok()  # the lock holder and the steps at once: again, no notice
     assert NOTICE not in again.output and "Traceback" not in again.output
     opened = site.fab("tunnel", "--background", "--local-port", str(free_port()), host="solo").ok()

@@ -169,3 +169,88 @@ def test_paramikos_second_factor_fallback_refuses_without_a_terminal() -> None:
         assert transport.auth_timeout == SECOND_FACTOR_WAIT
         with pytest.raises(LabhopError, match="more than a key .* no terminal to ask on"):
             transport.auth_interactive_dumb("ada")
+
+
+def test_transport_choice_and_when_openssh_cannot_share(tmp_path: Path) -> None:
+    base = env(tmp_path)
+    assert master.transport_choice(base) == "auto"
+    assert master.transport_choice({**base, "LABHOP_TRANSPORT": " OpenSSH "}) == "openssh"
+    with pytest.raises(UsageError, match="LABHOP_TRANSPORT.*'putty' is not one of auto, openssh, paramiko"):
+        master.transport_choice({**base, "LABHOP_TRANSPORT": "putty"})
+    assert master.transport_available({**base, "LABHOP_TRANSPORT": "paramiko"}) == "$LABHOP_TRANSPORT=paramiko"
+    no_ssh = {**base, "PATH": str(tmp_path / "empty")}
+    assert master.transport_available(no_ssh) == "no ssh client on PATH"
+    with pytest.raises(LabhopError, match="openssh, but OpenSSH cannot share connections here: no ssh client"):
+        master.transport_available({**no_ssh, "LABHOP_TRANSPORT": "openssh"})
+    if shutil.which("ssh"):
+        assert master.transport_available(base) is None
+
+
+def test_a_control_dir_that_takes_no_socket_is_said_before_any_login(tmp_path: Path) -> None:
+    assert master.sockets_unavailable(tmp_path) is None and list(tmp_path.iterdir()) == []  # the probe is gone
+    missing = tmp_path / "gone"
+    why = master.sockets_unavailable(missing)
+    assert why is not None and why.startswith(f"ControlMaster cannot make its socket in {missing}: ")
+    short_base = Path(tempfile.mkdtemp(prefix="lh", dir="/tmp"))  # short enough to be used as it is
+    try:
+        (short_base / "f").write_text("not a directory")
+        with pytest.raises(master.SharingUnavailable, match="cannot make .* for the control sockets"):
+            control_dir({"XDG_STATE_HOME": str(short_base / "f"), "HOME": str(short_base)})
+    finally:
+        shutil.rmtree(short_base)
+    error = login_failure("unix_listener: cannot bind to path /s/abc.XYZ: Read-only file system", CHAIN, 1,
+                          interactive=False)
+    assert isinstance(error, master.SharingUnavailable) and "\n" not in str(error)
+    assert "target node7" in str(error) and "Read-only file system" in str(error)
+
+
+def test_a_target_with_one_session_per_connection_is_remembered(tmp_path: Path) -> None:
+    said: list[str] = []
+    masters = Masters(CHAIN, environ=env(tmp_path), say=said.append)
+    assert not masters.one_session and not masters.busy
+    with masters.session():
+        assert masters.busy
+    assert not masters.busy
+    masters.remember_one_session()
+    masters.remember_one_session()
+    assert len(said) == 1 and "node7: its sshd allows one session per connection (MaxSessions 1)" in said[0]
+    assert stat.S_IMODE(masters.facts_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(masters.facts_path.parent.stat().st_mode) == 0o700
+    later = Masters(CHAIN, environ=env(tmp_path), say=said.append)
+    assert later.one_session and len(said) == 1  # read back, not said again
+    other = Masters(Chain(hops=(BASTION,), config_file="/cfg"), environ=env(tmp_path), say=said.append)
+    assert not other.one_session  # per target (and route)
+    assert not later.in_solo
+
+
+def test_second_factor_wait_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labhop.ssh.tcp import SECOND_FACTOR_WAIT, second_factor_wait
+
+    monkeypatch.delenv("LABHOP_SECOND_FACTOR_WAIT", raising=False)
+    assert second_factor_wait() == SECOND_FACTOR_WAIT == 300.0
+    monkeypatch.setenv("LABHOP_SECOND_FACTOR_WAIT", "900")
+    assert second_factor_wait() == 900.0
+    for bad in ("0", "-5", "soon", "1e9"):
+        monkeypatch.setenv("LABHOP_SECOND_FACTOR_WAIT", bad)
+        with pytest.raises(UsageError, match="LABHOP_SECOND_FACTOR_WAIT"):
+            second_factor_wait()
+
+
+def test_a_refused_commands_input_is_sent_again_from_its_start() -> None:
+    import io
+
+    from labhop.executor import _HoldOpen, payload
+    from labhop.ssh.runner import _rewind
+
+    stream = payload("abc")
+    assert stream.read() == "abc"
+    _rewind(stream)
+    assert stream.read() == "abc"
+    held = _HoldOpen("probe")
+    assert held.read() == "probe" and held.read() is None
+    _rewind(held)
+    assert held.read() == "probe"
+    _rewind(False)
+    _rewind(None)
+    with pytest.raises(LabhopError, match="cannot be sent twice"):
+        _rewind(iter([io.StringIO()]))
