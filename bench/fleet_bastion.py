@@ -8,7 +8,10 @@ one host's, not 32 handshakes. Runs alternate (both sides warm: the masters are 
 """
 from __future__ import annotations
 
+import resource
+import statistics
 import sys
+from typing import Callable
 
 try:
     from bench.hosts import BenchHosts, Figure, bench_hosts, side_by_side
@@ -21,14 +24,25 @@ GOAL = 2.0
 
 def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     names = hosts.names
+    # The controller's own CPU (fab and the ssh clients it waits for), apart from the wall time:
+    # here the 32 targets' sshds and probes share the controller's 2 CPUs, on a real site they do not.
+    cpu: dict[str, list[float]] = {"fleet": [], "single": []}
+
+    def controller_cpu(side: str, run_fab: Callable[[], object]) -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run_fab()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[side].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
     def fleet() -> None:
-        out = hosts.fab("provision", "--dry-run", hosts=names, timeout=900).stdout
-        if f"on {len(names)} host(s): all ok" not in out:
-            raise RuntimeError(f"fleet dry run did not succeed:\n{out}")
+        def run_fab() -> None:
+            out = hosts.fab("provision", "--dry-run", hosts=names, timeout=900).stdout
+            if f"on {len(names)} host(s): all ok" not in out:
+                raise RuntimeError(f"fleet dry run did not succeed:\n{out}")
+        controller_cpu("fleet", run_fab)
 
     def single() -> None:
-        hosts.fab("provision", "--dry-run", hosts=names[:1])
+        controller_cpu("single", lambda: hosts.fab("provision", "--dry-run", hosts=names[:1]))
 
     subject, baseline = side_by_side(runs, fleet, single)
     figure = Figure(f"{len(names)} hosts behind one bastion vs 1 host (dry run, logins live)",
@@ -38,6 +52,11 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
               for server in [hosts.topo.jump]}
     notes = [f"logins accepted by the bastion over the whole benchmark: {logins['jump']}, the harness's own "
              f"readiness check included (one master; before OpenSSH masters every run made {len(names)})"]
+    # [0] is the warm-up run's
+    fleet_cpu, single_cpu = statistics.median(cpu["fleet"][1:]), statistics.median(cpu["single"][1:])
+    notes.append(f"controller CPU (fab + its ssh clients, medians): {fleet_cpu:.2f}s for {len(names)} hosts vs "
+                 f"{single_cpu:.2f}s for 1 ({fleet_cpu / single_cpu:.2f}x; "
+                 f"{(fleet_cpu - single_cpu) / max(1, len(names) - 1) * 1000:.0f} ms per extra host)")
     return [figure], notes
 
 
