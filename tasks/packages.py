@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Optional
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from .target.probe import HostFacts
 
 if TYPE_CHECKING:
@@ -32,6 +30,7 @@ def requirement_error(text: object) -> Optional[str]:
         return f"{text!r} is not a requirement (a string like \"numpy\" or \"pandas==2.2.*\")"
     if text.strip().startswith("-"):
         return f"{text!r} is a pip option, not a requirement"
+    from packaging.requirements import InvalidRequirement, Requirement  # 20 ms: only for the user's own packages
     try:
         Requirement(text)
     except InvalidRequirement as exc:
@@ -42,6 +41,7 @@ def requirement_error(text: object) -> Optional[str]:
 
 def project_of(requirement: str) -> str:
     """``pandas==2.2.*`` -> ``pandas`` (normalized as PEP 503 does, like the probe's package names)."""
+    from packaging.requirements import Requirement
     return re.sub(r"[-_.]+", "-", Requirement(requirement).name).lower()
 
 
