@@ -38,7 +38,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Collection, Iterator, Mapping, Optional
 
 from ..errors import LabhopError, UsageError
 from ..tunnel.local import socket_listens, write_private_json
@@ -57,7 +57,7 @@ INTERACTIVE_LOGIN_TIMEOUT = 600.0  # a person typing a code, or finding their ph
 # A mux client's words when the target's sshd refuses one more session on the connection (MaxSessions).
 SESSION_REFUSED = "Session open refused by peer"
 FACTS_SUBDIR = "ssh"  # what labhop learned about a target's sshd, per connection (hop_key), under the state dir
-SOLO_PERSIST = "60"  # a connection of a command's own: closed after it, gone by itself a minute after a crash
+EXTRA_MASTERS = 3  # such a target's masters besides the first: the lock holder's, a step's, another run's
 _PERSIST = re.compile(r"^(?:\d+[sSmMhHdDwW]?)+$|^(?:yes|no)$")
 
 
@@ -233,6 +233,7 @@ class Masters:
         self._sessions = 0
         self._sessions_lock = threading.Lock()
         self._local = threading.local()
+        self._slots: set[int] = set()  # the extra masters (solo) this process's threads use right now
         self._one_session: Optional[bool] = None  # read from the state dir on first use
 
     def path_for(self, index: int) -> str:
@@ -281,14 +282,20 @@ class Masters:
         """Close labhop's own masters, innermost first (a jump host's carries the ones behind it).
         The user's own masters are theirs to close. Returns the hop names closed."""
         closed: list[str] = []
+        last = len(self.chain.hops) - 1
         for index in reversed(range(len(self.chain.hops))):
-            mine = self.own(index)
-            if not mine.check():
-                continue
-            subprocess.run(mine.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=15, check=False, env=self.environ)
-            closed.append(mine.hop.name)
+            extra = [Master(self.chain.hops[index], index, self.extra_path(k))
+                     for k in range(1, EXTRA_MASTERS + 1)] if index == last else []
+            live = [m for m in [*extra, self.own(index)] if m.check()]
+            for mine in live:
+                self.close(mine)
+            if live:
+                closed.append(self.chain.hops[index].name)
         return closed
+
+    def close(self, master: Master) -> None:
+        subprocess.run(master.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=15, check=False, env=self.environ)
 
     def hold_spec(self, forward_args: list[str]) -> dict[str, object]:
         """What tasks/tunnel/hold.py needs to keep forwards in the target's master: each hop's socket
@@ -355,25 +362,40 @@ class Masters:
         solo: Optional[Master] = getattr(self._local, "solo", None)
         return solo if solo is not None else self.target
 
+    def extra_path(self, slot: int) -> str:
+        """The socket of the target's extra master number ``slot`` (a target allowing one session per connection)."""
+        return str(self.dir / (hop_key(self.chain, len(self.chain.hops) - 1)[:SOCKET_NAME_LEN - 2] + f"{slot:02d}"))
+
     @contextlib.contextmanager
-    def solo(self) -> Iterator[Master]:
-        """A connection of the target's own for this thread's next commands (through the jump hosts' masters,
-        logged in like any master: one login at a time, a second factor asked on the terminal), closed after."""
+    def solo(self, skip: Collection[int] = ()) -> Iterator[tuple[Master, int, bool]]:
+        """Another master of the target's for this thread's next commands (a target allowing one session per
+        connection): the first of ``EXTRA_MASTERS`` that no thread of this process uses, reused when live, else
+        started like any master (through the jump hosts' masters, one login at a time, a second factor asked
+        on the terminal) and kept for later runs as long as the first. Yields (master, slot, started now)."""
         masters = self._masters or self.ensure()
         index = len(self.chain.hops) - 1
-        path = str(self.dir / (hop_key(self.chain, index)[:SOCKET_NAME_LEN - 8] + secrets.token_hex(4)))
-        interactive = can_prompt(self.environ)
-        with self._login_lock():
-            self._start(index, masters[index - 1] if index else None, interactive=interactive, path=path,
-                        persist=SOLO_PERSIST)
-        master = Master(self.chain.hops[index], index, path)
-        self._local.solo = master
+        with self._sessions_lock:
+            free = [k for k in range(1, EXTRA_MASTERS + 1) if k not in self._slots and k not in skip]
+            if not free:
+                raise LabhopError(f"{hop_title(self.chain, index)}: its sshd allows one session per connection and "
+                                  f"{EXTRA_MASTERS + 1} of labhop's are busy (other runs); run again later")
+            slot = free[0]
+            self._slots.add(slot)
         try:
-            yield master
+            master = Master(self.chain.hops[index], index, self.extra_path(slot))
+            started = False
+            if not master.check():
+                with self._login_lock():
+                    if not master.check():  # another run may have started it while this one waited
+                        self._start(index, masters[index - 1] if index else None,
+                                    interactive=can_prompt(self.environ), path=master.path)
+                        started = True
+            self._local.solo = master
+            yield master, slot, started
         finally:
             self._local.solo = None
-            subprocess.run(master.client_argv("-O", "exit"), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=15, check=False, env=self.environ)
+            with self._sessions_lock:
+                self._slots.discard(slot)
 
     def _users_master(self, index: int) -> Optional[Master]:
         """The user's own ControlMaster for this hop (ssh_config), when it runs: reused as it is.

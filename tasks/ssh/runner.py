@@ -13,9 +13,10 @@ checked, and a dead one reports -1 (what paramiko reports for a channel closed w
 
 A target whose sshd allows one session per connection (``MaxSessions 1``) refuses a second command
 while the first runs (the run's lock holder is one): the refused command, which never started there,
-runs again on a connection of its own (``Masters.solo``), and the target is remembered as such, so
-later runs go there at once when a session is already open. ``MaxSessions 0`` (no command sessions at
-all, only forwarding: a jump host's policy) refuses that one too: one line says so.
+runs again on another master of the target's (``Masters.solo``: a few, kept like the first, so a second
+factor is asked for each once, not per command), and the target is remembered as such, so later runs
+go there at once when a session is already open. ``MaxSessions 0`` (no command sessions at all, only
+forwarding: a jump host's policy) refuses a master's first session too: one line says so.
 
 Binary uploads are a mux client too: ``cat`` on the target, the bytes on ssh's stdin.
 """
@@ -100,18 +101,23 @@ class SharedConnection(Connection):  # type: ignore[misc]  # fabric ships no typ
         return result
 
     def _run_solo(self, command: str, kwargs: dict[str, Any]) -> Any:
+        """``command`` on one of the target's extra masters; the next one where another run holds this one's
+        session; a master started just now that refuses its first session: MaxSessions 0, one line."""
         masters = self.masters
-        with masters.session(), masters.solo():
-            result = super().run(command, warn=True, **kwargs)
-        if result.exited == 255 and SESSION_REFUSED in (result.stderr or ""):
-            chain = masters.chain
-            raise LabhopError(f"{hop_title(chain, len(chain.hops) - 1)}: its sshd refuses every command session, "
-                              f"on a connection of its own too (MaxSessions 0: forwarding only, as on a jump host); "
-                              f"labhop needs to run commands there")
-        return result
-
-    def close(self) -> None:
-        """The masters outlive the run (ControlPersist); ``fab logout`` closes them."""
+        tried: list[int] = []
+        while True:
+            with masters.session(), masters.solo(skip=tried) as (master, slot, started):
+                result = super().run(command, warn=True, **kwargs)
+            if not (result.exited == 255 and SESSION_REFUSED in (result.stderr or "")):
+                return result
+            if started:
+                masters.close(master)  # of no use to anyone
+                chain = masters.chain
+                raise LabhopError(f"{hop_title(chain, len(chain.hops) - 1)}: its sshd refuses every command session, "
+                                  f"on a connection of its own too (MaxSessions 0: forwarding only, as on a jump "
+                                  f"host); labhop needs to run commands there")
+            tried.append(slot)
+            _rewind(kwargs.get("in_stream"))
 
     def sftp(self) -> Any:
         raise LabhopError("no SFTP session on a shared OpenSSH connection (uploads go through write_file)")

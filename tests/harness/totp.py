@@ -132,12 +132,15 @@ def second_factor_possible() -> tuple[bool, str]:
     return True, ""
 
 
-def start_sshd_2fa(workdir: Path, name: str, factor: SecondFactor, **kwargs: object) -> SshServer:
-    """A harness sshd that wants the key and then a TOTP code (keyboard-interactive through PAM)."""
+def start_sshd_2fa(workdir: Path, name: str, factor: SecondFactor, *, sshd_options: dict[str, object] | None = None,
+                   **kwargs: object) -> SshServer:
+    """A harness sshd that wants the key and then a TOTP code (keyboard-interactive through PAM);
+    ``sshd_options`` are added (``MaxSessions``, ...)."""
     return start_sshd(
         workdir, name,
         sshd_options={"UsePAM": "yes", "KbdInteractiveAuthentication": "yes",
-                "AuthenticationMethods": "publickey,keyboard-interactive", "PermitRootLogin": "yes"},
+                "AuthenticationMethods": "publickey,keyboard-interactive", "PermitRootLogin": "yes",
+                **(sshd_options or {})},
         binds=[(factor.pam_file, PAM_TARGET)], ready_check=False, **kwargs)  # type: ignore[arg-type]
 
 

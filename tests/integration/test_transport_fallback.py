@@ -105,9 +105,42 @@ def test_a_target_with_max_sessions_1_serves_and_says_so_once(one_session: Site)
     opened = site.fab("tunnel", "--background", "--local-port", str(free_port()), host="solo").ok()
     assert http_status(_url(opened).replace("/lab?", "/api/contents?")) == 200
     assert "closed" in site.fab("tunnel", "--close", host="solo").ok().stdout
-    # Every command session ran over one of labhop's connections: the shared master, or one of its own
-    # that was closed after it (nothing left but the hops' masters and the lock file).
-    assert len([p for p in site.sockets.iterdir() if p.name != "login.lock"]) == 2
+    # Every command session ran over one of labhop's masters: the hops' own, and one extra for the target
+    # (what ran beside the lock holder); `logout` closes them all.
+    assert len([p for p in site.sockets.iterdir() if p.name != "login.lock"]) == 3
+    assert "logout: closed the login to gate, solo" in site.fab("logout", host="solo").ok().stdout
+    assert [p.name for p in site.sockets.iterdir()] == ["login.lock"]
+
+
+def test_a_2fa_target_with_max_sessions_1_asks_once_per_connection_not_per_command(tmp_path: Path) -> None:
+    ok, why = second_factor_possible()
+    need(ok, why)
+    factor = make_second_factor(tmp_path / "2fa")
+    server = start_sshd_2fa(tmp_path, "mfa", factor, sshd_options={"MaxSessions": 1})
+    port = free_port()
+    ws = Workspace(root=tmp_path, inventory=tmp_path / "inventory.toml",
+                   ssh_config=write_ssh_config(tmp_path / "ssh_config", [server]))
+    ws.write_inventory(f'[defaults]\nprefix = "~/.labhop-fallback"\n[hosts.mfa]\nport = {port}\n')
+    plain = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    asking = {**plain, **factor.askpass_env()}
+    try:
+        served = ws.fab("serve", host="mfa", env=asking, detach=True).ok()
+        assert served.stderr.count(NOTICE) == 1, served.stderr
+        # The first master, and one more for the steps that run beside the lock holder: two codes, once each.
+        assert len(factor.prompts()) == 2 and accepted(server) == 2, factor.prompts()
+        again = ws.fab("serve", host="mfa", env=asking, detach=True).ok()
+        assert NOTICE not in again.output
+        for _ in range(2):  # no terminal, no askpass: the live masters are enough
+            assert "running: pid" in ws.fab("status", host="mfa", env=plain, detach=True).ok().stdout
+        assert len(factor.prompts()) == 2 and accepted(server) == 2
+        assert "logout: closed the login to mfa" in ws.fab("logout", host="mfa", env=plain, detach=True).ok().stdout
+        failed = ws.fab("serve", host="mfa", env=plain, detach=True, timeout=120)
+        lines = [line for line in failed.stderr.splitlines() if line.strip()]
+        assert failed.returncode == 1 and len(lines) == 1 and "needs a login" in lines[0], failed.stderr
+    finally:
+        ws.fab("stop", host="mfa", env=asking, detach=True, timeout=120)
+        ws.fab("logout", host="mfa", env=plain, detach=True, timeout=60)
+        server.stop()
 
 
 def test_max_sessions_0_is_fine_on_a_jump_host_and_one_line_on_a_target(tmp_path: Path) -> None:
