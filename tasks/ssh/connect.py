@@ -171,8 +171,11 @@ def use_openssh(target: Target) -> None:
 
     why = transport_available()
     if why is not None:
+        from .sessions import sessions
+
         if _fallback_said.acquire(blocking=False):
             print(f"labhop: SSH through paramiko, a new login per run ({why})", file=sys.stderr, flush=True)
+        target.c = sessions(target.c, target.name)  # a target allowing one session per connection
         return
     target.masters = Masters(ssh_chain(target), persist=target.entry.login_persist)
     target.c = share(target.c, target.masters)

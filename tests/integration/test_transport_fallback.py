@@ -112,6 +112,17 @@ def test_a_target_with_max_sessions_1_serves_and_says_so_once(one_session: Site)
     assert [p.name for p in site.sockets.iterdir()] == ["login.lock"]
 
 
+def test_on_paramiko_too_a_target_with_max_sessions_1_gets_a_connection_per_overlapping_session(
+        one_session: Site) -> None:
+    """paramiko's path (no OpenSSH sharing): the lock holder's session and a step's at once, SFTP too."""
+    site = one_session
+    stopped = site.fab("stop", host="solo", LABHOP_TRANSPORT="paramiko").ok()  # lock holder + the stop's steps
+    assert stopped.stderr.count(NOTICE) == 1 and stopped.stderr.count(PARAMIKO) == 1, stopped.stderr
+    served = site.fab("serve", host="solo", LABHOP_TRANSPORT="paramiko").ok()
+    assert served.stderr.count(NOTICE) == 1 and "Traceback" not in served.output, served.stderr
+    assert "running: pid" in site.fab("status", host="solo", LABHOP_TRANSPORT="paramiko").ok().stdout
+
+
 def test_a_2fa_target_with_max_sessions_1_asks_once_per_connection_not_per_command(tmp_path: Path) -> None:
     ok, why = second_factor_possible()
     need(ok, why)
@@ -158,6 +169,10 @@ def test_max_sessions_0_is_fine_on_a_jump_host_and_one_line_on_a_target(tmp_path
         lines = [line for line in failed.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "closed" in lines[0] and "refuses every command session" in lines[0], lines
         assert "Traceback" not in failed.output
+        on_paramiko = site.fab("status", host="closed", timeout=120, LABHOP_TRANSPORT="paramiko")
+        lines = [line for line in on_paramiko.stderr.splitlines() if line.strip() and PARAMIKO not in line]
+        assert on_paramiko.returncode == 1 and len(lines) == 1, on_paramiko.output
+        assert "refuses every command session" in lines[0] and "Traceback" not in on_paramiko.output
         # The refused run left no connection of its own behind.
         assert len([p for p in site.sockets.iterdir() if p.name != "login.lock"]) == 3  # gate0, inner, closed
     finally:
