@@ -5,20 +5,28 @@
    `jupyter lab` on the node's address, poll squeue (every 0.5 s) until it runs, read node and token from
    the job log, ask the server from the login node. Both through the jump host, each step its own ssh as a
    person's script would; labhop's clock stops when `fab` returns (it has seen the answer).
-2. A no-op `serve --slurm` (the job serves with these settings) vs `ssh target true`.
+2. A no-op `serve --slurm` (the job serves with these settings) vs `ssh target true`, with the commands it
+   started on the login node (sshd's "Starting session" lines) per run.
+
+``LABHOP_BENCH_NOOP_ONLY=1``: only figure 2. ``LABHOP_BENCH_BEFORE_FAB=PATH`` (and
+``LABHOP_BENCH_BEFORE_REPO=CHECKOUT``, its fabfile's): also time another labhop's `fab` (e.g. a venv on an
+older commit) in the same rounds, each round running before, after and `ssh true`
+in turn (rotated), so that the shared machine's load falls on all three alike.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 import sys
 import time
 
 try:
-    from bench.hosts import BenchHosts, Figure, main, side_by_side
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, main, timed
 except ImportError:  # run as a script
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from bench.hosts import BenchHosts, Figure, main, side_by_side
+    from bench.hosts import FAB, REPO, BenchHosts, Figure, main, timed
 
 from tests.harness.slurm import start_slurm
 
@@ -88,28 +96,56 @@ def _measure(hosts: BenchHosts, target, cluster, runs: int) -> tuple[list[Figure
         hosts.ssh(target.name, f"scancel {job}; while squeue -h -j {job} -t R,CG | grep -q .; do sleep 0.2; done")
         return seconds
 
-    labhop()  # warm-up (also writes the config): first starts fill caches
-    by_hand()
-    subject, baseline = [], []
-    for i in range(runs):
-        pair = [(labhop, subject), (by_hand, baseline)]
-        for func, into in (pair if i % 2 == 0 else pair[::-1]):
-            into.append(func())
-    submit = Figure("`serve --slurm` from submit to the first answer vs the hand-made sbatch recipe",
-                    "fab -H target serve --slurm", "sbatch + squeue polling + token from the log + curl",
-                    subject, baseline, goal=SUBMIT_GOAL)
+    figures: list[Figure] = []
+    if not os.environ.get("LABHOP_BENCH_NOOP_ONLY"):
+        labhop()  # warm-up (also writes the config): first starts fill caches
+        by_hand()
+        subject, baseline = [], []
+        for i in range(runs):
+            pair = [(labhop, subject), (by_hand, baseline)]
+            for func, into in (pair if i % 2 == 0 else pair[::-1]):
+                into.append(func())
+        figures.append(Figure("`serve --slurm` from submit to the first answer vs the hand-made sbatch recipe",
+                              "fab -H target serve --slurm", "sbatch + squeue polling + token from the log + curl",
+                              subject, baseline, goal=SUBMIT_GOAL))
 
     hosts.fab("serve", "--slurm", "--time", "30", hosts=[target.name])
+    sessions: dict[str, list[int]] = {}
 
-    def noop() -> None:
-        out = hosts.fab("serve", "--slurm", "--time", "30", hosts=[target.name]).stdout
+    def noop(fab: str, root: str, label: str) -> None:
+        before = hosts.sessions(target)[1]
+        argv = [fab, "-r", root, "-S", str(hosts.ssh_config),
+                "-H", target.name, "serve", "--slurm", "--time", "30"]
+        out = subprocess.run(argv, cwd=hosts.workdir, env=hosts.env(), capture_output=True, text=True,
+                             timeout=300, stdin=subprocess.DEVNULL).stdout
         if "nothing to do" not in out:
-            raise RuntimeError(f"not a no-op serve --slurm:\n{out}")
+            raise RuntimeError(f"not a no-op serve --slurm ({label}):\n{out}")
+        sessions.setdefault(label, []).append(hosts.sessions(target)[1] - before)
 
-    noop_times, true_times = side_by_side(runs, noop, lambda: hosts.ssh_true(target.name))
-    figure_noop = Figure("no-op `serve --slurm` (the job serves) vs `ssh target true`",
-                         "fab -H target serve --slurm", "ssh target true", noop_times, true_times, goal=NOOP_GOAL)
-    return [submit, figure_noop], []
+    sides: list[tuple[str, str, str]] = [("after", FAB, str(REPO))]
+    other = os.environ.get("LABHOP_BENCH_BEFORE_FAB")
+    if other:  # LABHOP_BENCH_BEFORE_REPO: that fab's own checkout (its fabfile)
+        sides.insert(0, ("before", other, os.environ.get("LABHOP_BENCH_BEFORE_REPO") or str(REPO)))
+    funcs = [*((label, (lambda f=fab, r=root, la=label: noop(f, r, la))) for label, fab, root in sides),
+             ("ssh", lambda: hosts.ssh_true(target.name))]
+    for _, func in funcs:  # warm-up
+        func()
+    sessions.clear()
+    times: dict[str, list[float]] = {label: [] for label, _ in funcs}
+    for i in range(runs):
+        for label, func in funcs[i % len(funcs):] + funcs[:i % len(funcs)]:
+            times[label].append(timed(func))
+    notes = []
+    for label, fab, _ in sides:
+        figures.append(Figure(f"no-op `serve --slurm` (the job serves) vs `ssh target true` [{label}: {fab}]",
+                              "fab -H target serve --slurm", "ssh target true", times[label], times["ssh"],
+                              goal=NOOP_GOAL))
+        notes.append(f"{label}: commands started on the login node per no-op run: {sessions[label]}; "
+                     f"times (s, sorted): {' '.join(f'{t:.3f}' for t in sorted(times[label]))}")
+    notes.append(f"ssh target true: times (s, sorted): {' '.join(f'{t:.3f}' for t in sorted(times['ssh']))}")
+    notes.append(f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+                 f"{os.getloadavg()[2]:.2f}")
+    return figures, notes
 
 
 if __name__ == "__main__":

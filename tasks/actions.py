@@ -109,7 +109,8 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
             password_file=flags.password_file, certfile=flags.certfile, keyfile=flags.keyfile,
             insecure_http=flags.insecure_http)
         s.connect()
-        facts = s.lock_and_probe("serve", dry_run=dry_run, install=True)
+        facts = s.lock_and_probe("serve", dry_run=dry_run, install=True,
+                                 query=slurm_run.lock_query(s.settings.prefix))
         wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
         return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), access=access,
                                dry_run=dry_run)

@@ -21,7 +21,7 @@ from .errors import LabhopError, UsageError
 from .executor import ApplyResult, apply, hold_lock, probe, probe_arguments
 from .inventory import current_inventory
 from .target.layout import Layout
-from .target.lock import LOCK_WAIT, Owner, describe_holder, lock_command
+from .target.lock import LOCK_WAIT, Owner, Query, describe_holder, lock_command
 from .outcome import HostResult, applied, document, failed
 from .plan import Plan
 from .target.probe import HostFacts, facts_from
@@ -42,6 +42,8 @@ class Session:
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # The prefix the lock created on a first run (the probe then found it): reported as the plan's first step.
     created_prefix: Optional[str] = None
+    # What the lock holder's query script printed (``lock_and_probe(query=...)``), else None.
+    query_answer: Optional[Any] = None
 
     @property
     def c(self) -> Any:
@@ -54,10 +56,11 @@ class Session:
 
     def lock_and_probe(self, task: str, *, dry_run: bool = False, port: Optional[int] = None,
                        ip: Optional[str] = None, install: bool = False, root_dir: Optional[str] = None,
-                       scan_from: Optional[int] = None) -> HostFacts:
+                       scan_from: Optional[int] = None, query: Optional[Query] = None) -> HostFacts:
         """Take the target's lock (tasks/target/lock.py) until the task ends, and probe the host, in one
         command: runs on one target are serialized from their probe to their last step.
-        A dry run changes nothing and takes no lock: it only probes."""
+        ``query``: a script the holder runs after the probe, in the same command; its JSON in ``query_answer``.
+        A dry run changes nothing and takes no lock: it only probes (``query_answer`` stays None)."""
         if dry_run:
             return probe(self.c, self.settings, port=port, ip=ip, install=install, root_dir=root_dir,
                          scan_from=scan_from)
@@ -70,11 +73,12 @@ class Session:
 
         command = lock_command(self.settings.python, layout, owner,
                                probe_args=probe_arguments(self.settings, port=port, ip=ip, install=install,
-                                                          root_dir=root_dir, scan_from=scan_from))
+                                                          root_dir=root_dir, scan_from=scan_from), query=query)
         info = self.held.enter_context(hold_lock(
             self.c, command, python=self.settings.python,
-            wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting))
+            wait=float(os.environ.get("LABHOP_LOCK_WAIT") or LOCK_WAIT), on_wait=waiting, query=query))
         facts = facts_from(info["facts"])
+        self.query_answer = info.get("query")
         self.created_prefix = facts.prefix if info.get("created_prefix") else None
         return facts
 

@@ -289,16 +289,17 @@ PROBE_WAIT = 120.0
 
 
 @contextlib.contextmanager
-def hold_lock(c: Any, command: str, *, python: str, wait: float,
-              on_wait: Callable[[Any], None]) -> Iterator[dict[str, Any]]:
+def hold_lock(c: Any, command: str, *, python: str, wait: float, on_wait: Callable[[Any], None],
+              query: Optional[lock.Query] = None) -> Iterator[dict[str, Any]]:
     """Run the lock holder (``lock.lock_command`` with ``probe_args``) in a thread over ``c``, its source and
-    the probe's first on its stdin; yield once it holds the lock and has probed (the facts' JSON under "facts").
+    the probe's first on its stdin; yield once it holds the lock and has probed (the facts' JSON under "facts"),
+    and, with ``query`` (given to ``lock_command`` too), run that script (its JSON under "query").
 
     Leaving the block closes the holder's stdin, which releases the lock; so does this
     process dying (the channel closes), which is what keeps the lock from going stale.
     """
     events: "queue.Queue[lock.LockEvent]" = queue.Queue()
-    stdin = _HoldOpen(lock.holder_stdin(probe=True))
+    stdin = _HoldOpen(lock.holder_stdin(probe=True, query=query))
     stderr = io.StringIO()
     outcome: dict[str, Any] = {}
 
@@ -337,6 +338,10 @@ def hold_lock(c: Any, command: str, *, python: str, wait: float,
                 deadline = time.monotonic() + PROBE_WAIT
             elif event.kind == "facts" and locked is not None:
                 locked["facts"] = event.value
+                if query is None:
+                    break
+            elif event.kind == "query" and locked is not None and "facts" in locked:
+                locked["query"] = event.value
                 break
             elif event.kind == "waiting":
                 holder = event.value if isinstance(event.value, dict) else {}

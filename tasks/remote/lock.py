@@ -8,9 +8,12 @@ of the probe (probe.py), then nothing until the run ends. By hand, on a target:
     python3 lock.py '{"prefix": "~/.labhop", "path": "~/.labhop/lock", "owner": {}, "min_python": [3, 9]}'
 
 holds the lock until you press Ctrl-D. SPEC_JSON (argv[1]): prefix, path (the lock file), owner (shown
-to a run that has to wait), min_python, and optionally probe_args (probe.py's argument) and probe_bytes.
+to a run that has to wait), min_python, and optionally probe_args (probe.py's argument) and probe_bytes,
+then query_args (a list) and query_bytes: a second script read from stdin after the probe and run after
+it, in the same interpreter (``serve --slurm``: slurm_query.py), so that a run asks everything in one command.
 
-Prints one line per event: "waiting <owner json>", "locked <json>", "facts <json>", "error <text>".
+Prints one line per event: "waiting <owner json>", "locked <json>", "facts <json>", "query <json>",
+"error <text>".
 The lock is an flock held by this process until its stdin reaches EOF: that comes when the run
 releases it, and equally when the run dies (sshd closes the channel), so the lock never goes
 stale. A first run that fails leaves nothing behind: the prefix this holder created is removed on
@@ -59,12 +62,17 @@ def main(argv):
             sys.executable, ".".join(map(str, sys.version_info[:3])), ".".join(map(str, need))))
         sys.exit(3)
     prefix, path = expand(spec["prefix"]), expand(spec["path"])
-    probe_source = None
+    probe_source = query_source = None
     if spec.get("probe_bytes"):
         data = read_exactly(spec["probe_bytes"])
         if data is None:
             sys.exit(0)  # the run went away before it sent the probe
         probe_source = data.decode("utf-8")
+    if spec.get("query_bytes"):
+        data = read_exactly(spec["query_bytes"])
+        if data is None:
+            sys.exit(0)
+        query_source = data.decode("utf-8")
     fd, created, waited = acquire(prefix, path)
     owner = dict(spec["owner"], holder_pid=os.getpid(), since=time.time())
     try:  # best effort: who holds the lock is for messages only (a full disk must not stop us here)
@@ -75,7 +83,10 @@ def main(argv):
         pass
     say("locked", {"created_prefix": created, "waited": waited})
     if probe_source is not None:
-        probe(probe_source, spec["probe_args"])
+        run_script(probe_source, "probe.py", [spec["probe_args"]], "facts", "probing the target failed")
+    if query_source is not None:
+        run_script(query_source, "query.py", list(spec.get("query_args") or []), "query",
+                   "asking about the Slurm job failed")
     while os.read(sys.stdin.fileno(), 65536):
         pass
     try:
@@ -139,25 +150,25 @@ def acquire(prefix, path):
             sys.exit(0)
 
 
-def probe(source, args):
-    """Run probe.py (``args``: its argument, JSON text) in this interpreter (no second start-up) and pass
-    its JSON on as "facts"."""
+def run_script(source, name, args, event, what):
+    """Run a script (probe.py, slurm_query.py; ``args``: its arguments) in this interpreter (no second
+    start-up) and pass the last JSON line it prints on as ``event``."""
     import io
     import traceback
     captured, real = io.StringIO(), sys.stdout
-    sys.stdout, sys.argv, failure = captured, ["probe.py", args], None
+    sys.stdout, sys.argv, failure = captured, [name] + args, None
     try:
-        exec(compile(source, "probe.py", "exec"), {"__name__": "__main__"})
+        exec(compile(source, name, "exec"), {"__name__": "__main__"})
     except SystemExit:
         pass
     except Exception:
         failure = traceback.format_exc().strip().splitlines()[-1]
     sys.stdout = real
-    facts = [line for line in captured.getvalue().splitlines() if line.startswith("{")]
-    if failure or not facts:
-        say("error", "probing the target failed: %s" % (failure or "it printed no facts"))
+    lines = [line for line in captured.getvalue().splitlines() if line.startswith("{")]
+    if failure or not lines:
+        say("error", "%s: %s" % (what, failure or "it printed nothing"))
     else:
-        sys.stdout.write("facts " + facts[-1] + "\n")
+        sys.stdout.write(event + " " + lines[-1] + "\n")
         sys.stdout.flush()
 
 

@@ -18,6 +18,7 @@ from ..jupyter_config import ServerSettings, render, stored_secrets, stored_serv
 from ..remote import source
 from ..target.layout import Layout
 from .options import SlurmRequest
+from .queue import FORMAT, UNKNOWN, JobState, parse_squeue
 
 JOB_NAME = "labhop-jupyter"
 # The job's JupyterLab takes its address and port from these (the launcher sets them on the node).
@@ -98,6 +99,11 @@ def job_script(layout: Layout, request: SlurmRequest, *, home: str, root_dir: st
         "",
     ]
     return "\n".join(lines)
+
+
+def scancel_argv(record: "JobRecord") -> list[str]:
+    """scancel for labhop's job, on its cluster when sbatch named one (``ID;CLUSTER``: a multi-cluster site)."""
+    return ["scancel", *(["--clusters", record.cluster] if record.cluster else []), record.id]
 
 
 def sbatch_argv(request: SlurmRequest, *, test_only: bool = False) -> list[str]:
@@ -184,3 +190,55 @@ class Endpoint:
                        scheme=str(data.get("scheme") or "http"))
         except (TypeError, KeyError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the login node said about labhop's job (remote/slurm_query.py's one JSON line)."""
+
+    now: str
+    sbatch: Optional[str]
+    dir_exists: bool
+    record: Optional[JobRecord]
+    endpoint: Optional[Endpoint]
+    config: Optional[str]
+    state: Optional[JobState]  # None: no job recorded
+
+    @property
+    def serving(self) -> Optional[Endpoint]:
+        """The endpoint, when it is the recorded job's and that job runs."""
+        if self.record and self.state and self.state.running and self.endpoint and self.endpoint.job == self.record.id:
+            return self.endpoint
+        return None
+
+
+def query_args(prefix: str, job: Optional[JobRecord] = None) -> list[str]:
+    """slurm_query.py's arguments: labhop's files about the job, squeue's format, and the job to ask about
+    (default: the recorded one) with its cluster."""
+    paths = SlurmLayout(prefix)
+    return [paths.record, paths.endpoint, paths.config_file, FORMAT, *([job.id, job.cluster or ""] if job else [])]
+
+
+def parse_answer(answer: Any, job: Optional[JobRecord] = None) -> Query:
+    """slurm_query.py's output (text: its last line is the JSON; or that JSON already decoded) -> Query."""
+    data = answer
+    if isinstance(answer, str):
+        try:
+            data = json.loads(answer.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            data = None
+    if not isinstance(data, dict):
+        raise LabhopError(f"asking the login node about the Slurm job: unreadable answer {str(answer)[-200:]!r}")
+    record = JobRecord.from_data(data.get("job"))
+    state = None
+    asked = job or record
+    if asked is not None:
+        sq = data.get("squeue")
+        if not isinstance(sq, list) or len(sq) != 3:
+            state = JobState(UNKNOWN, detail="no squeue on the login node")
+        else:
+            state = parse_squeue(asked.id, int(sq[0]), str(sq[1]), str(sq[2]))
+    config = data.get("config")
+    return Query(now=str(data.get("now", "")), sbatch=data.get("sbatch") or None, dir_exists=bool(data.get("dir")),
+                 record=record, endpoint=Endpoint.from_data(data.get("endpoint")),
+                 config=config if isinstance(config, str) else None, state=state)

@@ -6,7 +6,6 @@ commands on the login node over the session's connection and prints what happene
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 import time
@@ -19,61 +18,29 @@ from ..executor import ApplyResult, apply, read_file_tail, run
 from ..outcome import HostResult, applied
 from ..remote import source
 from ..steps import Command, Skip, WriteFile
-from .job import (Endpoint, JobRecord, SlurmLayout, choose_variant, fingerprint, job_script, parse_sbatch,
-                  render_config, sbatch_argv)
+from ..target.lock import Query as LockQuery
+from .job import (Endpoint, JobRecord, Query, SlurmLayout, choose_variant, fingerprint, job_script, parse_answer,
+                  parse_sbatch, query_args, render_config, sbatch_argv, scancel_argv)
 from .options import SlurmRequest
-from .queue import FORMAT, GONE, UNKNOWN, JobState, describe, parse_squeue
+from .queue import GONE, UNKNOWN, JobState, describe
 from ..invocation import PROGRAM
-
-@dataclass(frozen=True)
-class Query:
-    now: str
-    sbatch: Optional[str]
-    dir_exists: bool
-    record: Optional[JobRecord]
-    endpoint: Optional[Endpoint]
-    config: Optional[str]
-    state: Optional[JobState]  # None: no job recorded
-
-    @property
-    def serving(self) -> Optional[Endpoint]:
-        """The endpoint, when it is the recorded job's and that job runs."""
-        if self.record and self.state and self.state.running and self.endpoint and self.endpoint.job == self.record.id:
-            return self.endpoint
-        return None
 
 
 def query(c: Any, python: str, prefix: str, job: Optional[JobRecord] = None) -> Query:
-    """``job``: squeue about that job (not the recorded one); ``Query.state`` is then that job's."""
-    paths = SlurmLayout(prefix)
-    args = [paths.record, paths.endpoint, paths.config_file, FORMAT, *([job.id, job.cluster or ""] if job else [])]
-    command = f"{shell.q(python)} - {shell.join(args)}"
+    """What the login node says about the job, in one command (remote/slurm_query.py); ``job``: squeue about
+    that job (not the recorded one), ``Query.state`` is then that job's."""
+    command = f"{shell.q(python)} - {shell.join(query_args(prefix, job))}"
     result = run(c, command, stdin=source("slurm_query.py"), what="asking the login node about the Slurm job")
-    try:
-        data = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise LabhopError(f"asking the login node about the Slurm job: unreadable answer "
-                          f"{result.stdout[-200:]!r}") from None
-    record = JobRecord.from_data(data.get("job"))
-    state = None
-    asked = job or record
-    if asked is not None:
-        sq = data.get("squeue")
-        if sq is None:
-            state = JobState(UNKNOWN, detail="no squeue on the login node")
-        else:
-            state = parse_squeue(asked.id, int(sq[0]), sq[1], sq[2])
-    return Query(now=str(data.get("now", "")), sbatch=data.get("sbatch"), dir_exists=bool(data.get("dir")),
-                 record=record, endpoint=Endpoint.from_data(data.get("endpoint")), config=data.get("config"),
-                 state=state)
+    return parse_answer(result.stdout, job)
 
 
-def cluster_args(record: JobRecord) -> list[str]:
-    return ["--clusters", record.cluster] if record.cluster else []
+def lock_query(prefix: str) -> LockQuery:
+    """The same question, asked by the lock holder right after its probe (one command for a no-op serve)."""
+    return LockQuery(source("slurm_query.py"), tuple(query_args(prefix)))
 
 
 def cancel(c: Any, record: JobRecord) -> None:
-    run(c, shell.join(["scancel", *cluster_args(record), record.id]), what=f"scancel {record.id}")
+    run(c, shell.join(scancel_argv(record)), what=f"scancel {record.id}")
 
 
 def log_tail(c: Any, record: JobRecord, lines: int = 5) -> str:
@@ -248,14 +215,16 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, acc
     started = time.monotonic()
     layout = layout_for(facts)
     slurm = SlurmLayout(layout.prefix)
+    # the lock holder asked already, right after its probe (one command); a dry run took no lock
+    answer = s.query_answer
+    q = parse_answer(answer) if answer is not None else query(s.c, s.settings.python, s.settings.prefix)
+    if not q.sbatch:  # before anything is written: a first run leaves nothing (the lock removes its prefix)
+        raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
+                          "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
     for warning in provision_plan.warnings:
         s.report.warn(warning)
     s.report.dry_run, s.task = dry_run, "serve"
     outcome = apply(s.c, provision_plan.steps, dry_run=dry_run, on_step=s.report.step, on_progress=s.report.say)
-    q = query(s.c, s.settings.python, s.settings.prefix)
-    if not q.sbatch:
-        raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
-                          "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
     stored = stored_secrets(q.config)
     variant = choose_variant(public=s.settings.public, given_public=access.given_public,
                              localhost_asked=access.localhost_asked, stored_config=q.config)

@@ -43,14 +43,24 @@ class Owner:
 
 @dataclass(frozen=True)
 class LockEvent:
-    kind: str  # "waiting" | "locked" | "facts" | "error"
+    kind: str  # "waiting" | "locked" | "facts" | "query" | "error"
     value: Any
 
 
+@dataclass(frozen=True)
+class Query:
+    """A second script the holder runs after the probe (its source on stdin after the probe's), its last JSON
+    line passed on as a "query" event: ``serve --slurm`` asks about its job in the same command."""
+
+    source: str
+    args: tuple[str, ...]
+
+
 def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[int, ...] = MIN_PYTHON,
-                 *, probe_args: Optional[str] = None) -> str:
-    """The holder's command line; its stdin is ``holder_stdin(probe=...)``, then held open.
-    ``probe_args`` (tasks/target/probe.py ``probe_args``): also probe the host once locked.
+                 *, probe_args: Optional[str] = None, query: Optional[Query] = None) -> str:
+    """The holder's command line; its stdin is ``holder_stdin(probe=..., query=...)``, then held open.
+    ``probe_args`` (tasks/target/probe.py ``probe_args``): also probe the host once locked; ``query``: then
+    run that script too (only with ``probe_args``).
 
     Only the loader (tasks/remote/loader.py, a few lines) travels in argv: it reads the holder's
     source from stdin, which leaves the rest of stdin to the holder (a script read by ``python -``
@@ -59,20 +69,22 @@ def lock_command(python: str, layout: Layout, owner: Owner, min_python: tuple[in
                             "min_python": list(min_python)}
     if probe_args is not None:
         spec.update(probe_args=probe_args, probe_bytes=len(probe_source().encode()))
+        if query is not None:
+            spec.update(query_args=list(query.args), query_bytes=len(query.source.encode()))
     # -S: no site-packages to scan at start-up (the scripts need the standard library only).
     return shell.join([python, "-S", "-c", source("loader.py"), str(len(source("lock.py").encode())),
                        json.dumps(spec)])
 
 
-def holder_stdin(*, probe: bool = True) -> str:
-    """What the holder's stdin starts with: its own source, then the probe's when it probes."""
-    return source("lock.py") + (probe_source() if probe else "")
+def holder_stdin(*, probe: bool = True, query: Optional[Query] = None) -> str:
+    """What the holder's stdin starts with: its own source, then the probe's when it probes, then the query's."""
+    return source("lock.py") + (probe_source() if probe else "") + (query.source if probe and query else "")
 
 
 def parse_event(line: str) -> Optional[LockEvent]:
     """One line of the holder's output; anything else (a login banner) is None."""
     kind, _, rest = line.strip().partition(" ")
-    if kind not in ("waiting", "locked", "facts", "error"):
+    if kind not in ("waiting", "locked", "facts", "query", "error"):
         return None
     try:
         return LockEvent(kind, json.loads(rest))

@@ -42,6 +42,10 @@ class Scene:
     def login(self, command: str) -> str:
         return self.cluster.topology.run("target", command, check=False).stdout
 
+    def sessions(self) -> int:
+        """Commands the login node's sshd has started so far (sshd logs each at LogLevel VERBOSE)."""
+        return self.cluster.topology.target.log_path.read_text(errors="replace").count("Starting session: ")
+
     def squeue(self) -> str:
         return self.login("squeue --states=all -h -o '%i %T %N'")
 
@@ -147,8 +151,11 @@ def test_serve_slurm_runs_jupyterlab_on_the_node_and_a_kernel_there_through_the_
     scene.fab("tunnel", "--close").ok()
 
 
-def test_serve_slurm_again_changes_nothing(scene: Scene) -> None:
+def test_serve_slurm_again_changes_nothing_in_one_command_on_the_login_node(scene: Scene) -> None:
+    sessions = scene.sessions()
     again = scene.fab("serve", "--slurm").ok().output
+    # the lock holder probes and asks squeue in the same command: nothing else runs there
+    assert scene.sessions() - sessions == 1, again
     assert f"serve: nothing to do, job {_job(scene.serve_out)} serves" in again, again
     assert "submitted job" not in again and "  changed  " not in again, again
     assert _job(again) == _job(scene.serve_out)

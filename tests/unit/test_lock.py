@@ -13,7 +13,7 @@ from pathlib import Path
 from labhop.target.guard import guarded
 from labhop.target.layout import Layout
 from labhop.remote import source
-from labhop.target.lock import LockEvent, Owner, describe_holder, holder_stdin, lock_command, parse_event
+from labhop.target.lock import LockEvent, Owner, Query, describe_holder, holder_stdin, lock_command, parse_event
 from labhop.target.probe import facts_from, probe_args
 
 
@@ -226,6 +226,51 @@ def test_the_holder_probes_once_it_holds_the_lock_and_keeps_holding_it(tmp_path:
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=10) == 0
+
+
+def test_the_holder_runs_a_query_after_its_probe_in_the_same_command(tmp_path: Path) -> None:
+    """serve --slurm: the probe, then slurm_query.py (no squeue here: it still answers), one command."""
+    from labhop.slurm.job import parse_answer, query_args
+
+    prefix = tmp_path / "prefix"
+    (prefix / "slurm").mkdir(parents=True)
+    query = Query(source("slurm_query.py"), tuple(query_args(str(prefix))))
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="serve", controller="laptop", pid=7),
+                           probe_args=probe_args(str(prefix), str(tmp_path / "bin")), query=query)
+    spec = json.loads(shlex.split(command)[5])
+    assert spec["query_bytes"] == len(source("slurm_query.py").encode()) and spec["query_args"] == list(query.args)
+    holder = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,  # no Slurm on this PATH
+                              env={**os.environ, "HOME": str(tmp_path), "PATH": "/nonexistent"})
+    holder.stdin.write(holder_stdin(probe=True, query=query))
+    holder.stdin.flush()
+    try:
+        assert [next_event(holder).kind for _ in range(2)] == ["locked", "facts"]
+        event = next_event(holder)
+        assert event.kind == "query"
+        answer = parse_answer(event.value)
+        assert answer.dir_exists and answer.sbatch is None and answer.record is None
+        waiter = start_holder(prefix)  # still held after both
+        try:
+            assert next_event(waiter).kind == "waiting"
+        finally:
+            waiter.stdin.close()
+            waiter.wait(timeout=5)
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=10) == 0
+
+
+def test_a_query_that_fails_is_one_error_line_from_the_holder(tmp_path: Path) -> None:
+    query = Query("raise RuntimeError('no luck')\n", ())
+    prefix = tmp_path / "prefix"
+    command = lock_command(sys.executable, Layout(str(prefix)), Owner(task="serve", controller="laptop", pid=7),
+                           probe_args=probe_args(str(prefix), str(tmp_path / "bin")), query=query)
+    done = subprocess.run(["sh", "-c", command], input=holder_stdin(probe=True, query=query), capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "HOME": str(tmp_path)})
+    events = [parse_event(line) for line in done.stdout.splitlines()]
+    assert [e.kind for e in events if e] == ["locked", "facts", "error"]
+    assert events[-1] == LockEvent("error", "asking about the Slurm job failed: RuntimeError: no luck")
 
 
 def test_a_probe_that_fails_is_one_error_line_from_the_holder(tmp_path: Path) -> None:

@@ -1,6 +1,10 @@
 """The pure part of --slurm: the request, the job script, sbatch's and squeue's answers."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,10 +14,12 @@ from labhop.errors import UsageError
 from labhop.inventory import parse_inventory
 from labhop.jupyter_config import ServerSettings, stored_secrets
 from labhop.slurm.job import (JOB_NAME, Endpoint, JobRecord, SlurmLayout, Variant, choose_variant, fingerprint,
-                              job_script, parse_sbatch, render_config, sbatch_argv)
+                              job_script, parse_answer, parse_sbatch, query_args, render_config, sbatch_argv,
+                              scancel_argv)
 from labhop.slurm.options import DEFAULT_WAIT, SlurmRequest, resolve_request, split_args, time_seconds
 from labhop.slurm.queue import FORMAT, GONE, UNKNOWN, describe, elapsed, parse_squeue, parse_time_left
 from labhop.errors import LabhopError
+from labhop.remote import source
 from labhop.target.layout import Layout
 
 
@@ -253,3 +259,84 @@ def test_low_walltime_warns_under_15_minutes() -> None:
 def test_elapsed_is_none_without_a_time() -> None:
     assert elapsed("N/A", "2026-12-01T10:00:00") is None
     assert elapsed("2026-12-01T10:00:00", "2026-12-01T12:00:01") == 7201
+
+
+# -- the commands labhop runs about its job (multi-cluster: ``ID;CLUSTER``) ------------------------
+
+@pytest.mark.parametrize("sbatch_out, scancel", [
+    ("4711\n", ["scancel", "4711"]),
+    ("4711;gpu-cluster\n", ["scancel", "--clusters", "gpu-cluster", "4711"]),
+])
+def test_the_cluster_sbatch_names_goes_on_to_scancel(sbatch_out: str, scancel: list) -> None:
+    job_id, cluster = parse_sbatch(sbatch_out)
+    record = JobRecord(id=job_id, cluster=cluster, fingerprint="f", submitted=0, log="/l")
+    assert scancel_argv(record) == scancel
+    assert JobRecord.from_data(json.loads(record.to_json())) == record  # the record keeps the cluster
+
+
+FAKE_SQUEUE = """#!{python}
+import json, os, sys
+with open({calls!r}, "a") as f:
+    f.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items()
+                                                    if k.startswith(("SQUEUE_", "SLURM_"))}}}}) + "\\n")
+if "--clusters" in sys.argv:
+    print("CLUSTER: " + sys.argv[sys.argv.index("--clusters") + 1])
+print("{row}")
+"""
+
+
+@pytest.mark.parametrize("recorded, asked, squeue_job", [
+    (JobRecord(id="12", cluster=None, fingerprint="f", submitted=0, log="/l"), None, ["--jobs", "12"]),
+    (JobRecord(id="12", cluster="c2", fingerprint="f", submitted=0, log="/l"), None,
+     ["--jobs", "12", "--clusters", "c2"]),
+    (None, JobRecord(id="12", cluster="c3", fingerprint="f", submitted=0, log="/l"),
+     ["--jobs", "12", "--clusters", "c3"]),
+])
+def test_squeue_is_asked_exactly_so_whatever_the_users_environment(tmp_path: Path, recorded: Optional[JobRecord],
+                                                                   asked: Optional[JobRecord],
+                                                                   squeue_job: list) -> None:
+    """slurm_query.py, run for real with a squeue that records how it was called."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    fake = bin_dir / "squeue"
+    fake.write_text(FAKE_SQUEUE.format(python=sys.executable, calls=str(calls), row=_row()))
+    fake.chmod(0o755)
+    prefix = tmp_path / "prefix"
+    paths = SlurmLayout(str(prefix))
+    Path(paths.dir).mkdir(parents=True)
+    if recorded:
+        Path(paths.record).write_text(recorded.to_json())
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           # what a user's shell may set: none of it may change what labhop parses
+           "SQUEUE_FORMAT": "%all", "SQUEUE_STATES": "RUNNING", "SQUEUE_SORT": "-t", "SLURM_CLUSTERS": "other",
+           "SLURM_TIME_FORMAT": "relative"}
+    done = subprocess.run([sys.executable, "-", *query_args(str(prefix), asked)], input=source("slurm_query.py"),
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    call = json.loads(calls.read_text())
+    assert call["argv"] == ["--noheader", "--states=all", *squeue_job[:2], "--format", FORMAT, *squeue_job[2:]]
+    assert call["env"] == {"SLURM_TIME_FORMAT": "standard"}
+    q = parse_answer(done.stdout, asked)
+    assert q.state is not None and q.state.running and q.state.node == "node17"
+    assert q.record == recorded
+
+
+def test_the_answer_without_a_record_asks_nothing_and_garbage_is_one_line() -> None:
+    q = parse_answer(json.dumps({"now": "2026-12-01T10:00:00", "sbatch": "/usr/bin/sbatch", "dir": False,
+                                 "job": None, "endpoint": None, "config": None}))
+    assert (q.record, q.state, q.serving, q.sbatch) == (None, None, None, "/usr/bin/sbatch")
+    no_squeue = parse_answer({"job": {"id": "12", "fingerprint": "f"}, "sbatch": None})
+    assert no_squeue.state is not None and no_squeue.state.state == UNKNOWN and no_squeue.sbatch is None
+    with pytest.raises(LabhopError, match="^asking the login node about the Slurm job: unreadable answer"):
+        parse_answer("Welcome to the cluster\n")
+
+
+@pytest.mark.parametrize("endpoint_job, state, serving", [
+    ("12", "RUNNING", True),
+    ("11", "RUNNING", False),  # an older job's endpoint file
+    ("12", "COMPLETING", False),
+])
+def test_the_endpoint_serves_only_for_the_recorded_running_job(endpoint_job: str, state: str, serving: bool) -> None:
+    q = parse_answer({"job": {"id": "12", "fingerprint": "f"}, "squeue": [0, _row(state) + "\n", ""],
+                      "endpoint": {"job": endpoint_job, "node": "node17", "host": "10.0.0.17", "port": 8888}})
+    assert (q.serving is not None) == serving
