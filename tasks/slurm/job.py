@@ -54,7 +54,7 @@ class SlurmLayout:
     @property
     def endpoint(self) -> str:
         """Where the server answers: node, address, port (JSON, written by the job once it answers)."""
-        return posixpath.join(self.dir, "endpoint.json")
+        return Layout(self.prefix).path("slurm_endpoint")  # rmate looks for it too
 
     @property
     def log_pattern(self) -> str:

@@ -32,6 +32,7 @@ PATHS = {
     "wheelhouse": "wheelhouse",  # pushed wheels of an offline install (tasks/offline/install.py)
     "own_uv": "bin/uv",  # uv unpacked from its wheel; the probe prefers it to one on PATH
     "slurm_job": "slurm/job.json",  # what serve --slurm submitted (tasks/slurm/job.py SlurmLayout.record)
+    "slurm_endpoint": "slurm/endpoint.json",  # where the job's server answers, while it does (written by the job)
     # The user's environments as kernels (tasks/kernels.py): first on the server's JUPYTER_PATH.
     "data_dir": "share/jupyter",
     "kernels_dir": "share/jupyter/kernels",

@@ -28,6 +28,7 @@ from ..executor import apply as apply_steps
 from ..executor import run as run_on_target
 from ..remote import source
 from ..ssh.connect import close_chain
+from ..target.layout import Layout
 from ..ssh.openssh import (Chain, Forwards, LocalForward, LocalPortBusy, RemoteForward, SshFailure, bracket,
                            diagnose, explain_failure, forward_failure, forward_options, tunnel_argv)
 from . import rmate as rmate_mod
@@ -141,10 +142,14 @@ class Opener:
     # ---- the rmate end on the target
     def rmate_port_on_target(self) -> int:
         settings = self.s.settings
-        command = f"{shell.q(settings.python)} - {int(rmate_mod.DEFAULT_PORT)}"
+        endpoint = Layout(settings.prefix).path("slurm_endpoint")  # a Slurm job's server (serve --slurm)
+        command = f"{shell.q(settings.python)} - {int(rmate_mod.DEFAULT_PORT)} {shell.q(endpoint)}"
         result = run_on_target(self.s.c, command, stdin=source("rmate_ports.py"),
                                what="check rmate's port on the target")
         ports = rmate_mod.parse_ports(result.stdout)
+        note = rmate_mod.slurm_note(ports, self.host)
+        if note:
+            self.say(note)
         port = rmate_mod.choose_remote_port(ports)
         if port != rmate_mod.DEFAULT_PORT:
             self.say(f"port {rmate_mod.DEFAULT_PORT} is taken on {self.host} (another user's rmate?): "

@@ -29,14 +29,28 @@ class TargetPorts:
     spare: Optional[int]
     rc: Optional[str]
     rc_path: str
+    slurm: Optional[tuple[str, str]] = None  # (job, node) of a labhop Slurm job serving from this login node
 
 
 def parse_ports(stdout: str) -> TargetPorts:
     try:
         data = json.loads(stdout.strip().splitlines()[-1])
-        return TargetPorts(bool(data["wanted_free"]), data.get("spare"), data.get("rc"), str(data["rc_path"]))
-    except (ValueError, KeyError, IndexError) as exc:
+        job = data.get("slurm")
+        slurm = (str(job["job"]), str(job["node"])) if isinstance(job, dict) else None
+        return TargetPorts(bool(data["wanted_free"]), data.get("spare"), data.get("rc"), str(data["rc_path"]),
+                           slurm)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise LabhopError(f"could not read the port check from the target ({exc})") from None
+
+
+def slurm_note(ports: TargetPorts, host: str) -> Optional[str]:
+    """One line when JupyterLab runs in a Slurm job: rmate's forward ends on the login node, not the job's node."""
+    if ports.slurm is None:
+        return None
+    job, node = ports.slurm
+    return (f"JupyterLab runs in Slurm job {job} on {node}; rmate forwards to the login node {host}, where the "
+            f"files are the same (the shared home): run `rmate FILE` in a shell on {host}, not in a JupyterLab "
+            f"terminal (that runs on {node})")
 
 
 def choose_remote_port(ports: TargetPorts, wanted: int = DEFAULT_PORT) -> int:

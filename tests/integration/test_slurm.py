@@ -18,6 +18,7 @@ import pytest
 
 from tests.harness.kernel import run_cell, split_url
 from tests.harness.slurm import SlurmCluster
+from tests.integration.test_tunnel import FakeEditor
 from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status, login
 
 pytestmark = pytest.mark.integration
@@ -171,6 +172,29 @@ def test_status_and_logs_of_the_job(scene: Scene) -> None:
     assert scene.fab("url").ok().stdout.strip() == _url(status)
     logs = scene.fab("logs").ok().stdout
     assert "labhop: JupyterLab answers on" in logs, logs
+
+
+def test_rmate_says_it_forwards_to_the_login_node_where_it_delivers(scene: Scene) -> None:
+    job = _job(scene.serve_out)
+    editor = FakeEditor()
+    try:
+        out = scene.fab("rmate", "--editor-port", str(editor.port), "--background").ok().output
+        assert (f"JupyterLab runs in Slurm job {job} on node1; rmate forwards to the login node login, where the "
+                f"files are the same (the shared home): run `rmate FILE` in a shell on login") in out, out
+        port = int(re.findall(r"rmate: login:(\d+) -> 127\.0\.0\.1", out)[-1])
+        # true as said: from a shell on the login node the file reaches the editor here ...
+        rmate = f"{scene.cluster.topology.target.home}/{BIN_DIR}/rmate"
+        done = scene.cluster.topology.run("target", f"printf 'from the login node\\n' > ~/slurm-rmate.txt && "
+                                                    f"{rmate} -w ~/slurm-rmate.txt", check=False, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        command, _, data = editor.received.get(timeout=30)
+        assert (command, data) == ("open", b"from the login node\n")
+        # ... while on the job's node (a JupyterLab terminal's) nothing listens on rmate's port
+        there = scene.cluster.node_run("python3", "-c", _CONNECT, "127.0.0.1", str(port))
+        assert there.stdout.strip() != "ok", there.stdout
+    finally:
+        scene.fab("rmate", "--close")
+        editor.close()
 
 
 def test_zz_stop_cancels_the_job_and_waits_until_it_is_gone(scene: Scene) -> None:

@@ -78,3 +78,26 @@ def test_ports_source_runs_and_reports_a_taken_port(tmp_path: Path) -> None:
     assert found.rc == "port: 1234\n" and found.rc_path == str(tmp_path / ".rmate.rc")
     with pytest.raises(LabhopError):
         rmate.parse_ports("garbage")
+
+
+@pytest.mark.parametrize("endpoint, slurm", [
+    (None, None),  # no Slurm job was ever served from here
+    ('{"job": "12", "node": "node17", "host": "10.0.0.17", "port": 8888}', ("12", "node17")),
+    ("{broken", None),  # half-written: no claim
+    ('{"job": "12"}', None),
+])
+def test_ports_source_names_a_slurm_job_serving_from_here(tmp_path: Path, endpoint: str, slurm: tuple) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    if endpoint is not None:
+        (tmp_path / "ep.json").write_text(endpoint)
+    out = subprocess.run([sys.executable, "-", "52698", "~/ep.json"], input=source("rmate_ports.py"),
+                         capture_output=True, text=True, env=env, timeout=30, check=True).stdout
+    found = rmate.parse_ports(out)
+    assert found.slurm == slurm
+    note = rmate.slurm_note(found, "login")
+    if slurm is None:
+        assert note is None
+    else:
+        assert note == ("JupyterLab runs in Slurm job 12 on node17; rmate forwards to the login node login, where "
+                        "the files are the same (the shared home): run `rmate FILE` in a shell on login, not in a "
+                        "JupyterLab terminal (that runs on node17)")
