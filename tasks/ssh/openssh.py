@@ -134,6 +134,9 @@ def hop_options(hop: Hop, chain: Chain, proxy: str) -> list[str]:
         if key not in hop.config_identity_files:
             argv += ["-i", key]
     argv += ["-o", "BatchMode=yes"]  # never a password prompt from a background process
+    # ssh's own messages are how a failure is told (diagnose, master.login_failure): not silenced by a
+    # LogLevel QUIET in ssh_config, nor buried under DEBUG lines nobody sees here.
+    argv += ["-o", "LogLevel=INFO"]
     if hop.connect_timeout:
         argv += ["-o", f"ConnectTimeout={int(hop.connect_timeout)}"]
     argv += list(hop.host_key_options)

@@ -180,12 +180,14 @@ def cert_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertSite]:
         site.server.stop()
 
 
+@pytest.mark.parametrize("strict", ["accept-new", "ask", "yes"])
 def test_host_certificate_trusted_by_a_cert_authority_line_and_a_user_certificate(cert_site: CertSite, make_user,
-                                                                                  tmp_path: Path) -> None:
+                                                                                  tmp_path: Path, strict: str) -> None:
+    """ask: there is no terminal, and nothing needs asking."""
     site = cert_site
     known = tmp_path / "known_hosts"
     known.write_text(site.host_ca.known_hosts_line() + "\n")
-    user = make_user(site.config(known))
+    user = make_user(site.config(known, strict=strict))
     before = accepted(site.server, "publickey")
     first = user.fab("status", host="certhost")
     logged_in(first, "certhost")
@@ -240,6 +242,46 @@ Host plain
 """)
     line = refused(user.fab("status", host="plain"), "plain", "CHANGED", "refusing")
     assert "it offers ED25519 key SHA256:" in line and f"{known}:2 has another" in line, line
+
+
+# -- options of the user's that would get in labhop's way -------------------------------------------------
+
+def test_the_users_session_options_and_log_level_do_not_get_in_the_way(sshd_server: SshServer, make_user,
+                                                                       tmp_path: Path) -> None:
+    """RemoteCommand/RequestTTY (an HPC `srun --pty` habit), forwards, LocalCommand and a LogLevel of
+    their own in the host's block: labhop's master runs no command and holds no forward of the config's,
+    and ssh's messages still say why a login failed."""
+    server = sshd_server
+    marker = tmp_path / "local-command-ran"
+
+    def config(level: str, key: Path) -> str:
+        return f"""
+Host busy
+    HostName {server.address}
+    Port {server.port}
+    User {server.user}
+    IdentityFile {key}
+    IdentitiesOnly yes
+    RemoteCommand exec sh -c 'echo should-not-run > ~/remote-command-ran'
+    RequestTTY force
+    LocalForward 127.0.0.1:{server.port + 1 if server.port < 65535 else 1} 127.0.0.1:{server.port}
+    PermitLocalCommand yes
+    LocalCommand echo login >> {marker}
+    LogLevel {level}
+    UserKnownHostsFile {server.known_hosts}
+    StrictHostKeyChecking yes
+    BatchMode yes
+"""
+
+    user = make_user(config("QUIET", server.identity_file))
+    logged_in(user.fab("status", host="busy"), "busy")
+    logged_in(user.fab("status", host="busy"), "busy")
+    assert not (server.home / "remote-command-ran").exists()
+    assert marker.read_text().splitlines() == ["login"]
+    for level in ("QUIET", "DEBUG3"):
+        stranger = make_user(config(level, new_key(tmp_path / f"stranger-key-{level}")), name=f"stranger-{level}")
+        refused(stranger.fab("status", host="busy"), "busy", "no key offered was accepted",
+                "Permission denied (publickey)")
 
 
 # -- keys in an agent -------------------------------------------------------------------------------
