@@ -32,6 +32,7 @@ from invoke.exceptions import Exit, UnexpectedExit
 from . import cli
 from .errors import LabhopError, UsageError
 from .inventory import current_inventory
+from .ssh.sshconfig import use_ssh_g
 from .outcome import (EXIT_INTERRUPTED, HostResult, document, exit_code, failed, headline, skipped,
                       summary_table)
 
@@ -93,6 +94,7 @@ class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
             raise Exit(f"labhop: {exc}", code=exc.exit_code) from None
         self._default_connect_timeout()
         _keep_ssh_config_loaded_once(self.config)
+        use_ssh_g(self.config)  # ssh_config as ssh reads it (Include, Match): tasks/ssh/sshconfig.py
         calls = self.expand_calls(self.normalize(tasks))
         json_mode = any(call.kwargs.get("json_") for call in calls)
         several = sum(isinstance(c, ConnectionCall) for c in calls) > len({c.task for c in calls})

@@ -131,6 +131,43 @@ Match all
         assert direct.returncode == 255
 
 
+def test_hosts_from_an_included_file_are_reached_as_ssh_reaches_them(topology: Topology, make_user,
+                                                                     tmp_path: Path) -> None:
+    """`Include` (paramiko's parser has none): the hosts, their jump, key, known_hosts file and strict
+    checking all live in the included file; the user's main file holds nothing else."""
+    jump, target = topology.jump, topology.target
+    known = tmp_path / "included_known_hosts"
+    known.write_text(topology.known_hosts.read_text())
+    conf_d = tmp_path / "config.d"
+    conf_d.mkdir()
+    (conf_d / "lab.conf").write_text(f"""
+Host lab-bastion
+    HostName {jump.address}
+    Port {jump.port}
+Host lab-target
+    HostName {target.address}
+    Port {target.port}
+    ProxyJump lab-bastion
+Host lab-*
+    User {target.user}
+    IdentityFile {jump.identity_file}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known}
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 5
+""")
+    user = make_user(f"Include {conf_d}/*.conf\n")
+    logged_in(user.fab("status", host="lab-target"), "lab-bastion", "lab-target")
+    user.fab("logout", host="lab-target").ok()
+    # The included known_hosts is the one checked: with another key there, the target is refused.
+    name = known_hosts_name(target.address, target.port)
+    lines = [line for line in known.read_text().splitlines() if line.split()[0] != name]
+    impostor = new_key(tmp_path / "impostor")
+    known.write_text("\n".join([*lines, f"{name} {public_line(impostor)}"]) + "\n")
+    refused(user.fab("status", host="lab-target"), "lab-target", "CHANGED", str(known))
+
+
 # -- certificates -----------------------------------------------------------------------------------
 
 class CertSite:

@@ -6,7 +6,8 @@ others, skip-after-failure, summary, --json, exit codes. Real SSH: tests/integra
 """
 from __future__ import annotations
 
-import _thread
+import os
+import signal
 import json
 import threading
 from pathlib import Path
@@ -54,7 +55,9 @@ def work(c, json_=False, fail_on="", usage_on=""):
 @edge
 def hang(c):
     if c.host == "h1":
-        _thread.interrupt_main()  # Ctrl-C, as the main thread receives it
+        # Ctrl-C as the terminal sends it: a real SIGINT, which also wakes a main thread blocked in join()
+        # (interrupt_main() only sets a flag: it raced with the workers' start).
+        os.kill(os.getpid(), signal.SIGINT)
     released.wait(timeout=5)
     return applied(c.host, "hang", [], 1)
 

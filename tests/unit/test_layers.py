@@ -20,7 +20,7 @@ FORBIDDEN = {"fabric", "invoke", "paramiko"}
 EDGE = {
     "labhop.program", "labhop.commands", "labhop.actions", "labhop.cli", "labhop.executor", "labhop.fleet",
     "labhop.report", "labhop.ssh.connect", "labhop.ssh.faults", "labhop.ssh.hostkeys", "labhop.ssh.tcp",
-    "labhop.ssh.runner", "labhop.ssh.login", "labhop.ssh.sessions",
+    "labhop.ssh.runner", "labhop.ssh.login", "labhop.ssh.sessions", "labhop.ssh.sshconfig",
     "labhop.tunnel.forward", "labhop.tunnel.opener", "labhop.slurm.run",
 }
 
