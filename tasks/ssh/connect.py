@@ -20,6 +20,7 @@ from paramiko import ChannelException
 from ..errors import LabhopError, UsageError
 from .faults import describe_connection_error
 from .hostkeys import check_for, openssh_options, secure  # every hop's host key checked against known_hosts
+from .sshconfig import ssh_reads_what_fabric_reads
 from ..inventory import HostEntry, Inventory
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ def ssh_chain(target: Target) -> Chain:
     """The same hops, users, ports, keys and ssh_config file as Fabric's, for the system ssh."""
     from .openssh import Chain, Hop  # the OpenSSH side: tunnels, and naming a hop in an error
 
+    config_file = getattr(target.c.config, "_runtime_ssh_path", None)
+    same_files = ssh_reads_what_fabric_reads(config_file)  # else ssh is told everything Fabric found
     hops: list[Hop] = []
     connections = chain_of(target)
     for index, (name, cxn) in enumerate(connections):
@@ -122,8 +125,9 @@ def ssh_chain(target: Target) -> Chain:
             connect_timeout=cxn.connect_timeout,
             host_key_options=tuple(openssh_options(check)),
             proxy_command=proxy, host_key_mode=check.strict, batch_mode=check.batch,
-            from_config=from_config(cxn), config_identity_files=tuple(cxn.ssh_config.get("identityfile") or ())))
-    return Chain(hops=tuple(hops), config_file=getattr(target.c.config, "_runtime_ssh_path", None))
+            from_config=from_config(cxn) if same_files else frozenset(),
+            config_identity_files=tuple(cxn.ssh_config.get("identityfile") or ()) if same_files else ()))
+    return Chain(hops=tuple(hops), config_file=config_file)
 
 
 def from_config(cxn: Connection) -> frozenset[str]:

@@ -14,9 +14,13 @@ login then fails with ssh's own message.
 """
 from __future__ import annotations
 
+import getpass
+import glob
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import threading
 from typing import Any, Optional
@@ -72,14 +76,21 @@ class OpenSSHConfig(SSHConfig):
         with self._lock:
             cached = self._cache.get(hostname)
         if cached is not None:
-            return SSHConfigDict(cached)
+            return _copy(cached)
         resolved = _ssh_g(["-F", self.config_file] if self.config_file else [], hostname)
         if resolved is None:
             return self.fallback.lookup(hostname)
         out = settings(resolved, self._defaults(), hostname)
         with self._lock:
             self._cache[hostname] = out
-        return SSHConfigDict(out)
+        return _copy(out)
+
+
+def _copy(found: SSHConfigDict) -> SSHConfigDict:
+    """Each Connection its own dict and lists (Fabric may add to what it is given)."""
+    values: dict[str, Any] = dict(found)  # paramiko types it str -> str; identityfile is a list
+    copied: dict[str, Any] = {key: list(value) if isinstance(value, list) else value for key, value in values.items()}
+    return SSHConfigDict(copied)
 
 
 def settings(resolved: dict[str, list[str]], defaults: dict[str, list[str]], alias: str) -> SSHConfigDict:
@@ -102,9 +113,6 @@ def settings(resolved: dict[str, list[str]], defaults: dict[str, list[str]], ali
 
 
 def _expand_tokens(text: str, values: dict[str, Any], alias: str) -> str:
-    import getpass
-    import socket
-
     tokens = {"h": values.get("hostname", alias), "p": values.get("port", "22"), "r": values.get("user", ""),
               "n": alias, "d": os.path.expanduser("~"), "u": getpass.getuser(), "%": "%",
               "k": values.get("hostkeyalias", alias)}
@@ -125,6 +133,22 @@ def _expand_tokens(text: str, values: dict[str, Any], alias: str) -> str:
     return "".join(out)
 
 
+def ssh_reads_what_fabric_reads(config_file: Optional[str]) -> bool:
+    """Does ``ssh`` read the ssh_config Fabric read? With ``-F`` yes; else ssh takes ``~/.ssh/config``
+    from the passwd entry, Fabric from ``$HOME`` (they differ where HOME is set elsewhere, as in CI
+    jobs and tests; then labhop keeps handing ssh what Fabric found)."""
+    if config_file:
+        return True
+    try:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return False
+    ours = os.path.realpath(os.path.expanduser("~/.ssh/config"))
+    return ours == os.path.realpath(os.path.join(home, ".ssh", "config"))
+
+
 def use_ssh_g(config: Any) -> None:
     """Answer the run's ssh_config lookups with ``ssh -G`` (once per run, before any Connection).
 
@@ -143,6 +167,8 @@ def use_ssh_g(config: Any) -> None:
     if shutil.which(SSH) is None:
         return
     runtime = getattr(config, "_runtime_ssh_path", None)
+    if not ssh_reads_what_fabric_reads(runtime):
+        return
     files = [runtime] if runtime else [getattr(config, "_user_ssh_path", "~/.ssh/config"),
                                        getattr(config, "_system_ssh_path", "/etc/ssh/ssh_config")]
     if not any(needs_ssh(os.path.expanduser(path)) for path in files if path):
@@ -151,16 +177,26 @@ def use_ssh_g(config: Any) -> None:
     object.__setattr__(config, "__class__", _sharing(type(config)))
 
 
-_BEYOND_PARAMIKO = re.compile(r"^\s*(include|match|canonicalizehostname)\b", re.I | re.M)
+_BEYOND_PARAMIKO = re.compile(r"^\s*(include|match|canonicalizehostname)\b[\s=]*(.*)$", re.I | re.M)
 
 
 def needs_ssh(path: str) -> bool:
-    """The file uses what paramiko's parser does not do as ssh does (Include, Match, canonicalization)."""
+    """The file uses what paramiko's parser does not do as ssh does: Match, canonicalization, or an
+    Include that finds a file (Debian's /etc/ssh/ssh_config includes an often empty ssh_config.d)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return bool(_BEYOND_PARAMIKO.search(handle.read()))
+            text = handle.read()
     except OSError:
         return False
+    base = os.path.dirname(path)  # ssh: relative to ~/.ssh for the user's file, /etc/ssh for the system's
+    for found in _BEYOND_PARAMIKO.finditer(text):
+        if found.group(1).lower() != "include":
+            return True
+        for pattern in shlex.split(found.group(2), comments=True):
+            pattern = os.path.expanduser(pattern)
+            if glob.glob(pattern if os.path.isabs(pattern) else os.path.join(base, pattern)):
+                return True
+    return False
 
 
 _SHARING: dict[type, type] = {}

@@ -30,8 +30,12 @@ def test_only_what_the_config_sets_is_handed_on_as_paramiko_would() -> None:
 def test_needs_ssh_only_for_what_paramiko_reads_otherwise(tmp_path: Path) -> None:
     plain, included = tmp_path / "plain", tmp_path / "inc"
     plain.write_text("Host a\n    HostName 10.0.0.1\n")
-    included.write_text("# hosts\n  Include ~/.ssh/config.d/*\n")
-    assert not needs_ssh(str(plain)) and needs_ssh(str(included)) and not needs_ssh(str(tmp_path / "none"))
+    included.write_text("# hosts\n  Include conf.d/*.conf\n")
+    assert not needs_ssh(str(plain)) and not needs_ssh(str(tmp_path / "none"))
+    assert not needs_ssh(str(included))  # an Include that finds nothing reads as without it
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "lab.conf").write_text("Host b\n")
+    assert needs_ssh(str(included))
     (tmp_path / "m").write_text("Match host a exec \"true\"\n    Port 2\n")
     assert needs_ssh(str(tmp_path / "m"))
 
@@ -66,5 +70,23 @@ def test_left_alone_when_paramiko_is_asked_for_or_nothing_needs_ssh(tmp_path: Pa
     assert not isinstance(config.base_ssh_config, OpenSSHConfig)
     monkeypatch.delenv("LABHOP_TRANSPORT")
     cfg.write_text("Host a\n    HostName 10.0.0.1\n")
+    use_ssh_g(config)
+    assert not isinstance(config.base_ssh_config, OpenSSHConfig)
+
+
+def test_ssh_reads_its_config_from_the_passwd_home_not_home(tmp_path: Path, monkeypatch) -> None:
+    """ssh takes ~/.ssh/config from the passwd entry; with HOME elsewhere (CI jobs, tests) it would not
+    see the file Fabric read, so labhop keeps telling ssh the host, user, port and keys (and no ssh -G)."""
+    from labhop.ssh.sshconfig import ssh_reads_what_fabric_reads
+
+    assert ssh_reads_what_fabric_reads(str(tmp_path / "given_with_-S"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not ssh_reads_what_fabric_reads(None)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Include conf.d/*\n")
+    (tmp_path / ".ssh" / "conf.d").mkdir()
+    (tmp_path / ".ssh" / "conf.d" / "a").write_text("Host a\n")
+    config = Config()
+    config.load_ssh_config()
     use_ssh_g(config)
     assert not isinstance(config.base_ssh_config, OpenSSHConfig)
