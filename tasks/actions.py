@@ -111,8 +111,9 @@ def serve(c: Any, flags: ServeFlags, *, dry_run: bool, json_out: bool, offline: 
         s.connect()
         facts = s.lock_and_probe("serve", dry_run=dry_run, install=True,
                                  query=slurm_run.lock_query(s.settings.prefix))
+        job = slurm_run.login_node(s)
         wheels = wheelhouse_for(facts, s.settings, s.report.say, dry_run=dry_run)
-        return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), access=access,
+        return slurm_run.serve(s, request, facts, plan_provision(facts, s.settings, wheels), job, access=access,
                                dry_run=dry_run)
     s.connect()
     # What can be checked on this machine is, before anything connects (TLS files, the password).

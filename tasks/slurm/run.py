@@ -198,9 +198,22 @@ class Access:
     insecure_http: bool = False
 
 
-def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, access: Access,
+def login_node(s: Any) -> Query:
+    """What the login node says about the job (the lock holder asked already, right after its probe: one
+    command; a dry run took no lock and asks now), refused in one line where there is no sbatch: before
+    anything is written or fetched, so that a first run leaves nothing (the lock removes the prefix it made)."""
+    answer = s.query_answer
+    q = parse_answer(answer) if answer is not None else query(s.c, s.settings.python, s.settings.prefix)
+    if not q.sbatch:
+        raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
+                          "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
+    return q
+
+
+def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, q: Query, *, access: Access,
           dry_run: bool) -> HostResult:
-    """``fab serve --slurm``: provision on the login node, then the job: reuse, wait for, or submit it."""
+    """``fab serve --slurm``: provision on the login node, then the job: reuse, wait for, or submit it.
+    ``q``: ``login_node``'s answer."""
     import dataclasses
     import os
     import secrets as secrets_mod
@@ -215,12 +228,6 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, *, acc
     started = time.monotonic()
     layout = layout_for(facts)
     slurm = SlurmLayout(layout.prefix)
-    # the lock holder asked already, right after its probe (one command); a dry run took no lock
-    answer = s.query_answer
-    q = parse_answer(answer) if answer is not None else query(s.c, s.settings.python, s.settings.prefix)
-    if not q.sbatch:  # before anything is written: a first run leaves nothing (the lock removes its prefix)
-        raise LabhopError("no sbatch on the login node: is this a Slurm login node? (a `module load slurm` "
-                          "in ~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)")
     for warning in provision_plan.warnings:
         s.report.warn(warning)
     s.report.dry_run, s.task = dry_run, "serve"

@@ -7,7 +7,7 @@
   ``ssh -F server.ssh_config target`` or ``fab -S ... -H target``).
 * ``topology`` (session): a :class:`~tests.harness.topology.Topology`
   (laptop -> jump -> target, network namespaces when root).
-* ``slurm_cluster`` (session): a :class:`~tests.harness.slurm.SlurmCluster` on the topology:
+* ``slurm_cluster`` (module): a :class:`~tests.harness.slurm.SlurmCluster` on the topology:
   slurmctld on the target (the login node), slurmd on ``node1`` behind it.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         topo.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one cluster per machine: gone before another module starts its own
 def slurm_cluster(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     from tests.support import need
 

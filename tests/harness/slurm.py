@@ -28,7 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import topology as topo_mod
 from .topology import Topology
@@ -205,12 +205,15 @@ class SlurmCluster:
         self.scontrol("update", f"nodename={self.node_name}", "state=resume")
         self.wait_node(("idle", "mixed", "allocated"))
 
-    def restart_slurmctld(self, downtime: float = 0.0) -> None:
-        """Stop slurmctld (SIGTERM, it saves its state), wait ``downtime`` seconds, start it again."""
+    def restart_slurmctld(self, downtime: float = 0.0, until_asked: Optional[Callable[[], bool]] = None) -> None:
+        """Stop slurmctld (SIGTERM, it saves its state), wait ``downtime`` seconds (or, with ``until_asked``,
+        until that says the controller was missed, at most ``downtime``), start it again."""
         proc = self.procs.pop("slurmctld")
         proc.terminate()
         proc.wait(timeout=30)
-        time.sleep(downtime)
+        deadline = time.monotonic() + downtime
+        while time.monotonic() < deadline and not (until_asked and until_asked()):
+            time.sleep(0.2)
         self._start_slurmctld()
 
     def log_tail(self, lines: int = 20) -> str:

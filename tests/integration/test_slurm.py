@@ -19,13 +19,14 @@ import pytest
 from tests.harness.kernel import run_cell, split_url
 from tests.harness.slurm import SlurmCluster
 from tests.integration.test_tunnel import FakeEditor
-from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status, login
+from tests.support import FAB, REPO, FabResult, Workspace, free_port, http_status, login, need
 
 pytestmark = pytest.mark.integration
 
 # Its own prefix on the shared login node: test_tunnel.py's first run must find its prefix fresh, and
 # a Slurm job record there would make its host a Slurm one.
 PREFIX, BIN_DIR = ".labhop-slurm", ".local/bin-slurm"
+NO_SLURM_PYTHON = "no-slurm/python3"
 
 
 @dataclass
@@ -46,6 +47,10 @@ class Scene:
     def sessions(self) -> int:
         """Commands the login node's sshd has started so far (sshd logs each at LogLevel VERBOSE)."""
         return self.cluster.topology.target.log_path.read_text(errors="replace").count("Starting session: ")
+
+    def alive_jobs(self) -> list[str]:
+        """labhop's jobs that are queued or running."""
+        return self.login("squeue -h --name=labhop-jupyter --states=PENDING,CONFIGURING,RUNNING -o %i").split()
 
     def squeue(self) -> str:
         return self.login("squeue --states=all -h -o '%i %T %N'")
@@ -108,6 +113,14 @@ def scene(topology, slurm_cluster, tmp_path_factory) -> Iterator[Scene]:
         [hosts.login.slurm]
         time = "20"
         wait = 120
+
+        # the same login node, through a python whose PATH has no Slurm commands (no sbatch)
+        [hosts.nosbatch]
+        hostname = "target"
+        jump = ["jump"]
+        prefix = "{home}/{PREFIX}-nosbatch"
+        bin_dir = "{home}/{BIN_DIR}-nosbatch"
+        python = "{home}/{NO_SLURM_PYTHON}"
     """)
     sc = Scene(ws, slurm_cluster, root / "state", prefix)
     try:
@@ -160,6 +173,13 @@ def test_serve_slurm_again_changes_nothing_in_one_command_on_the_login_node(scen
     assert f"serve: nothing to do, job {_job(scene.serve_out)} serves" in again, again
     assert "submitted job" not in again and "  changed  " not in again, again
     assert _job(again) == _job(scene.serve_out)
+    # --json carries the job: id, state, node, its address, time left, the URL (docs/ci.md)
+    doc = json.loads(scene.fab("serve", "--slurm", "--json").ok().stdout)["results"][0]
+    endpoint = json.loads(scene.login(f"cat {scene.prefix}/slurm/endpoint.json"))
+    assert (doc["result"], doc["slurm_job"], doc["slurm_state"], doc["node"]) == (
+        "unchanged", _job(scene.serve_out), "RUNNING", "node1"), doc
+    assert doc["node_address"] == f"{endpoint['host']}:{endpoint['port']}" and doc["slurm_cluster"] is None
+    assert re.match(r"^\d+:\d+$", doc["time_left"]) and doc["url"] == _url(scene.serve_out), doc
 
 
 def test_status_and_logs_of_the_job(scene: Scene) -> None:
@@ -168,6 +188,7 @@ def test_status_and_logs_of_the_job(scene: Scene) -> None:
     assert "open: http://127.0.0.1:" in status
     doc = json.loads(scene.fab("status", "--json").ok().stdout)["results"][0]
     assert doc["slurm_state"] == "RUNNING" and doc["node"] == "node1" and doc["running"] is True
+    assert doc["slurm_job"] == _job(scene.serve_out) and doc["url"] == _url(status), doc
     assert re.match(r"^\d+:\d+$", doc["time_left"]), doc
     assert scene.fab("url").ok().stdout.strip() == _url(status)
     logs = scene.fab("logs").ok().stdout
@@ -197,6 +218,37 @@ def test_rmate_says_it_forwards_to_the_login_node_where_it_delivers(scene: Scene
         editor.close()
 
 
+def test_tunnel_to_the_job_in_the_foreground_and_bound_beyond_loopback(scene: Scene) -> None:
+    run = scene.start("tunnel", "--local-port", str(free_port()))
+    try:
+        out = run.wait_for("Ctrl-C closes it")
+        url = _url(out)
+        base, token = split_url(url)
+        assert "via this machine -> jump -> login" in out, out
+        assert http_status(f"{base}/api/status?token={token}") == 200
+        assert http_status(f"{base}/api/contents") == 403
+    finally:
+        run.proc.send_signal(signal.SIGINT)
+    assert run.finish() == 0 and "[login] closed" in run.output, run.output
+    with pytest.raises(OSError):
+        http_status(f"{base}/api/status?token={token}", timeout=3)
+
+    laptop = scene.cluster.topology.laptop_address
+    need(laptop not in (None, "127.0.0.1"), "no non-loopback laptop address in this topology")
+    port = free_port()
+    bound = scene.fab("tunnel", "--background", "--bind", "0.0.0.0", "--local-port", str(port)).ok()
+    try:
+        assert "shared with your network" in bound.stdout, bound.output
+        token = split_url(_url(bound.stdout))[1]
+        # the job's server listens on the node's address, not localhost: a machine on your network that
+        # has the token gets in (the token guards it), one without does not
+        assert http_status(f"http://{laptop}:{port}/api/status?token={token}") == 200
+        assert http_status(f"http://{laptop}:{port}/api/contents") == 403
+        assert "other machines get HTTP 403" not in bound.output
+    finally:
+        scene.fab("tunnel", "--close").ok()
+
+
 def test_zz_stop_cancels_the_job_and_waits_until_it_is_gone(scene: Scene) -> None:
     job = _job(scene.serve_out)
     out = scene.fab("stop").ok().output
@@ -211,6 +263,37 @@ def test_zz_stop_cancels_the_job_and_waits_until_it_is_gone(scene: Scene) -> Non
 
 
 # -- faults -------------------------------------------------------------------------------------------
+
+def test_two_serves_at_once_make_one_job(scene: Scene) -> None:
+    """The target lock: one run submits, the other waits for it, then finds that job serving."""
+    assert not scene.alive_jobs(), scene.squeue()
+    runs = [scene.start("serve", "--slurm"), scene.start("serve", "--slurm")]
+    assert [run.finish(timeout=300) for run in runs] == [0, 0], [run.output for run in runs]
+    submitter = [run.output for run in runs if "submitted job" in run.output]
+    waiter = [run.output for run in runs if "submitted job" not in run.output]
+    assert len(submitter) == 1 and len(waiter) == 1, [run.output for run in runs]
+    job = re.findall(r"submitted job (\d+)", submitter[0])[-1]
+    assert "is working on this target; this run goes on when it is done" in waiter[0], waiter[0]
+    assert f"serve: nothing to do, job {job} serves" in waiter[0], waiter[0]
+    assert scene.alive_jobs() == [job], scene.squeue()
+
+
+def test_no_sbatch_on_the_login_node_is_one_line_and_leaves_nothing(scene: Scene) -> None:
+    home = scene.cluster.topology.target.home
+    scene.login(f"mkdir -p ~/no-slurm/bin && ln -sf /usr/bin/python3 ~/no-slurm/bin/python3 && "
+                f"printf '#!/bin/sh\\nPATH=$HOME/no-slurm/bin exec /usr/bin/python3 \"$@\"\\n' > "
+                f"~/{NO_SLURM_PYTHON} && chmod 755 ~/{NO_SLURM_PYTHON}")
+    assert scene.login(f"~/{NO_SLURM_PYTHON} -c 'import shutil; print(shutil.which(\"sbatch\"))'").strip() == "None"
+    jobs = scene.login("squeue --states=all -h -o %i").split()
+    for args in (("serve", "--slurm"), ("serve", "--slurm", "--dry-run")):
+        res = scene.fab(*args, host="nosbatch")
+        assert res.returncode == 1, res.output
+        assert res.stderr.strip().splitlines() == [
+            "labhop: nosbatch: no sbatch on the login node: is this a Slurm login node? (a `module load slurm` in "
+            "~/.profile is not seen by non-interactive SSH commands; put it in ~/.bashrc)"], res.output
+        assert "Traceback" not in res.output and "submitted" not in res.output
+    assert scene.login("squeue --states=all -h -o %i").split() == jobs  # nothing submitted
+    assert scene.login(f"ls -d {home}/{PREFIX}-nosbatch {home}/{BIN_DIR}-nosbatch 2>&1").count("No such file") == 2
 
 def test_a_job_cancelled_behind_labhops_back_and_a_busy_port_on_the_node(scene: Scene) -> None:
     first = scene.fab("serve", "--slurm").ok().output
@@ -263,13 +346,21 @@ def test_slurmctld_restarted_while_labhop_waits(scene: Scene) -> None:
     resumed = False
     try:
         run = scene.start("serve", "--slurm", "--time", "18")
-        run.wait_for("pending:")
-        scene.cluster.restart_slurmctld(downtime=4)
+        out = run.wait_for("pending:")
+        job = re.findall(r"submitted job (\d+)", out)[-1]
+        # down until labhop has seen squeue give up on it (squeue --jobs retries its connection for about 18 s
+        # with Slurm 22.05's defaults), at most 60 s
+        scene.cluster.restart_slurmctld(downtime=60, until_asked=lambda: "state unknown" in run.output)
         scene.cluster.wait_node(("drained", "draining", "drained*"), timeout=60)
         scene.cluster.resume()
         resumed = True
         assert run.finish() == 0, run.output
         assert "RUNNING on node1" in run.output and "open: http://127.0.0.1:" in run.output
+        # said as a warning, with squeue's words, and never a reason to cancel
+        assert re.search(rf"\[login\] warning: job {job}: state unknown: the Slurm controller did not answer "
+                         rf"\(.*(Unable to contact slurm controller|Socket timed out|Connection refused)", run.output,
+                         re.IGNORECASE), run.output
+        assert "cancel" not in run.output.split("state unknown")[1], run.output
     finally:
         if not resumed:
             scene.cluster.resume()
