@@ -168,6 +168,34 @@ Host lab-*
     refused(user.fab("status", host="lab-target"), "lab-target", "CHANGED", str(known))
 
 
+@pytest.mark.parametrize("read_by", ["paramiko", "ssh -G"])
+def test_a_proxycommand_of_the_users_reaches_the_target(topology: Topology, make_user, tmp_path: Path,
+                                                        read_by: str) -> None:
+    """`ProxyCommand ssh ... -W %h:%p` (or nc, a SOCKS helper): labhop's master runs it with the tokens
+    filled in, whether paramiko read the file or ssh -G did (an Include in front makes it the latter)."""
+    jump, target = topology.jump, topology.target
+    proxy = (f"ssh -F none -i {jump.identity_file} -o IdentitiesOnly=yes -o BatchMode=yes "
+             f"-o UserKnownHostsFile={topology.known_hosts} -o StrictHostKeyChecking=yes "
+             f"-p {jump.port} -l {jump.user} -W %h:%p {jump.address}")
+    body = f"""
+Host lab-target
+    HostName {target.address}
+    Port {target.port}
+    User {target.user}
+    ProxyCommand {proxy}
+    IdentityFile {target.identity_file}
+    IdentitiesOnly yes
+    UserKnownHostsFile {topology.known_hosts}
+    StrictHostKeyChecking yes
+    BatchMode yes
+"""
+    if read_by == "ssh -G":
+        (tmp_path / "lab.conf").write_text(body)
+        body = f"Include {tmp_path}/lab.conf\n"
+    user = make_user(body)
+    logged_in(user.fab("status", host="lab-target"), "lab-target")
+
+
 # -- certificates -----------------------------------------------------------------------------------
 
 class CertSite:
