@@ -428,6 +428,11 @@ Host krbhost
         self.server.stop()
         self.kdc.stop()
 
+    def known_hosts(self, path: Path, hostname: str = "localhost") -> Path:
+        assert self.server.host_key is not None
+        path.write_text(f"{known_hosts_name(hostname, self.server.port)} {public_line(self.server.host_key)}\n")
+        return path
+
 
 @pytest.fixture(scope="module")
 def kerberos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosSite]:
@@ -443,9 +448,7 @@ def test_a_kerberos_ticket_logs_in_without_a_key(kerberos: KerberosSite, make_us
                                                  hostname: str) -> None:
     """By name (host/localhost, the name ssh connects to), or by address with GSSAPIServerIdentity."""
     site = kerberos
-    known = tmp_path / "known_hosts"
-    assert site.server.host_key is not None
-    known.write_text(f"{known_hosts_name(hostname, site.server.port)} {public_line(site.server.host_key)}\n")
+    known = site.known_hosts(tmp_path / "known_hosts", hostname)
     user = make_user(site.config(known, hostname=hostname), env=site.ticket)
     before = accepted(site.server, "gssapi-with-mic")
     logged_in(user.fab("status", host="krbhost"), "krbhost")
@@ -457,10 +460,8 @@ def test_a_kerberos_ticket_logs_in_without_a_key(kerberos: KerberosSite, make_us
 def test_without_a_ticket_the_kerberos_host_is_refused_in_one_line(kerberos: KerberosSite, make_user,
                                                                    tmp_path: Path) -> None:
     site = kerberos
-    known = tmp_path / "known_hosts"
-    assert site.server.host_key is not None
-    known.write_text(f"{known_hosts_name('localhost', site.server.port)} {public_line(site.server.host_key)}\n")
-    no_ticket = {**site.ticket, "KRB5CCNAME": f"FILE:{tmp_path / 'no-such-cache'}"}
+    known = site.known_hosts(tmp_path / "known_hosts")
+    no_ticket = {**site.ticket, "KRB5CCNAME": f"FILE:{tmp_path / 'no-such-cache'}"}  # no kinit
     user = make_user(site.config(known), env=no_ticket)
     started = time.monotonic()
     refused(user.fab("status", host="krbhost"), "krbhost", "no Kerberos ticket", "gssapi-with-mic")
@@ -498,3 +499,28 @@ Host fido
 """, env={"LABHOP_TRANSPORT": transport})
     result = user.fab("status", host="fido").ok()
     assert "not running" in result.stdout or "running: pid" in result.stdout, result.output
+
+
+def test_a_kerberos_bastion_in_front_of_a_key_target(kerberos: KerberosSite, sshd_server: SshServer, make_user,
+                                                      tmp_path: Path) -> None:
+    """The usual HPC shape: the login node takes the ticket, the node behind it a key; one login each."""
+    site, node = kerberos, sshd_server
+    known = site.known_hosts(tmp_path / "known_hosts")
+    with known.open("a") as out:
+        out.write(node.known_hosts_line + "\n")
+    user = make_user(site.config(known) + f"""
+Host node
+    HostName {node.address}
+    Port {node.port}
+    User {node.user}
+    ProxyJump krbhost
+    IdentityFile {node.identity_file}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known}
+    StrictHostKeyChecking yes
+    BatchMode yes
+""", env=site.ticket)
+    before = accepted(site.server, "gssapi-with-mic")
+    logged_in(user.fab("status", host="node"), "krbhost", "node")
+    logged_in(user.fab("status", host="node"), "krbhost", "node")
+    assert accepted(site.server, "gssapi-with-mic") == before + 1
