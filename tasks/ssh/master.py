@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -511,12 +512,49 @@ def hostkey_failure(stderr: str, chain: Chain, index: int, *, interactive: bool)
         return f"{where}: host key of {name} is revoked ({revoked.group(1)} key); refusing to connect"
     unknown = _UNKNOWN.search(stderr)
     if unknown:
+        authority = cert_authority_for(hop, unknown.group(2))
+        if authority:  # ssh fell back to the plain key: no certificate, or one from another CA
+            return (f"{where}: host key of {name} is unknown ({unknown.group(1)} key): {authority} trusts a "
+                    f"certificate authority for it, but the host showed no certificate that CA signed; refusing "
+                    f"to connect (ask the host's admins which CA signs its host certificate)")
         why = ("StrictHostKeyChecking is yes" if hop.host_key_mode == "yes" else
                "StrictHostKeyChecking is ask and there is no terminal to ask on")
         return (f"{where}: host key of {name} is unknown ({unknown.group(1)} key, not in the known_hosts files) "
                 f"and {why}: check the fingerprint, then `ssh {hop.name}` once (or `{PROGRAM} -H {chain.target.name} "
                 f"login` on a terminal), or set StrictHostKeyChecking accept-new for it in ssh_config")
     return None
+
+
+def cert_authority_for(hop: Hop, name: str) -> Optional[str]:
+    """``FILE:LINE`` of an ``@cert-authority`` line for ``name`` (``[host]:port`` as ssh names it) in the
+    hop's known_hosts files, if any. Plain patterns only (a hashed one cannot name a CA's hosts)."""
+    host = name[1:].split("]:", 1)[0] if name.startswith("[") else name
+    for option in hop.host_key_options:
+        key, _, value = option.partition("=")
+        if key not in ("UserKnownHostsFile", "GlobalKnownHostsFile"):
+            continue
+        for path in shlex.split(value):
+            try:
+                lines = Path(path).expanduser().read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for number, line in enumerate(lines, start=1):
+                fields = line.split()
+                if len(fields) >= 3 and fields[0] == "@cert-authority" and _patterns_match(fields[1], (name, host)):
+                    return f"{path}:{number}"
+    return None
+
+
+def _patterns_match(patterns: str, names: tuple[str, ...]) -> bool:
+    """ssh's host patterns: ``*``/``?`` wildcards, case-insensitive, a matching ``!negation`` wins."""
+    found = False
+    for pattern in patterns.lower().split(","):
+        negated = pattern.startswith("!")
+        if any(fnmatch.fnmatchcase(n.lower(), pattern.lstrip("!").replace("[", "[[]")) for n in names):
+            if negated:
+                return False
+            found = True
+    return found
 
 
 _CONNECT = re.compile(r"ssh: connect to host (\S+) port (\d+): (.+)")

@@ -254,3 +254,19 @@ def test_a_refused_commands_input_is_sent_again_from_its_start() -> None:
     _rewind(None)
     with pytest.raises(LabhopError, match="cannot be sent twice"):
         _rewind(iter([io.StringIO()]))
+
+
+def test_an_unknown_key_where_known_hosts_trusts_a_ca_says_the_certificate_is_missing(tmp_path) -> None:
+    """ssh falls back to the plain key when the host shows no certificate from a trusted CA: say that."""
+    import dataclasses
+
+    known = tmp_path / "known hosts"
+    known.write_text("# site CA\n@cert-authority *.example.edu,[10.0.0.*]:2222 ssh-ed25519 AAAAC3Nza\n")
+    node = dataclasses.replace(NODE, host_key_options=("-o", f'UserKnownHostsFile="{known}"', "-o",
+                                                       "GlobalKnownHostsFile=/dev/null"))
+    chain = Chain(hops=(BASTION, node))
+    stderr = "No ED25519 host key is known for [10.0.0.7]:2222 and you have requested strict checking.\r\n"
+    error = str(login_failure(stderr, chain, 1, interactive=False))
+    assert f"{known}:2 trusts a certificate authority for it" in error and "no certificate that CA signed" in error
+    other = "No ED25519 host key is known for [10.9.9.9]:2222 and you have requested strict checking."
+    assert "certificate authority" not in str(login_failure(other, chain, 1, interactive=False))
