@@ -297,7 +297,9 @@ def serve(s: Any, request: SlurmRequest, facts: Any, provision_plan: Any, q: Que
             changed.append(why)
         s.report.say(f"serve: dry run, {len(changed)} step(s) would change; nothing was changed or submitted")
         return applied(s.target.name, "serve", changed, unchanged, dry_run=True,
-                       seconds=time.monotonic() - started, **job_data(record, state, q.serving, None))
+                       seconds=time.monotonic() - started,
+                       tls_fingerprint=tls_plan.info.fingerprint if tls_plan.info else None,
+                       **job_data(record, state, q.serving, None))
 
     if why is not None:
         s.report.say(f"  changed  {why}")
