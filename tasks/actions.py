@@ -156,13 +156,14 @@ def status(c: Any, *, json_out: bool) -> HostResult:
     from .server import status_lines, status_of
     from .tunnel.forward import status_data
     from .tunnel.forward import status_lines as tunnel_lines
+    from .tunnel.records import tunnel_port
 
     from .slurm import run as slurm_run
     from .ssh.login import login_line
 
     s = open_session(c, json_out=json_out)
     facts = probe(s.c, s.settings)
-    st = status_of(s.target.name, facts, s.target.address)
+    st = status_of(s.target.name, facts, s.target.address, local_port=tunnel_port(s.target.name))
     job = slurm_run.status(s) if facts.slurm_job else None
     lines = status_lines(st) if job is None or st.running or st.stale_pid else []
     kernels = registered_kernels(kernel_facts(facts.kernels))
@@ -228,6 +229,7 @@ def logs(c: Any, lines: Optional[str]) -> None:
 
 def url(c: Any) -> None:
     from .server import url_or_why
+    from .tunnel.records import tunnel_port
 
     s = open_session(c)
     facts = probe(s.c, s.settings)
@@ -236,7 +238,7 @@ def url(c: Any) -> None:
 
         print(slurm_run.url(s))
         return
-    print(url_or_why(facts, s.target.address))
+    print(url_or_why(facts, s.target.address, local_port=tunnel_port(s.target.name)))
 
 
 def tunnel(c: Any, *, local_port: Optional[str], bind: Optional[str], background: bool, close: bool, rmate: bool,

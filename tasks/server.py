@@ -48,7 +48,7 @@ def url_for(config_text: Optional[str], address: str, *, local_port: Optional[in
     return f"{stored.scheme}://127.0.0.1:{local_port or stored.port}/lab?token={stored.token}"
 
 
-def status_of(host: str, facts: HostFacts, address: str) -> Status:
+def status_of(host: str, facts: HostFacts, address: str, *, local_port: Optional[int] = None) -> Status:
     variant = jupyter_config.stored_server(facts.config).variant if facts.config else None
     since = None
     if facts.server.alive and facts.server.since:
@@ -56,7 +56,8 @@ def status_of(host: str, facts: HostFacts, address: str) -> Status:
         since = started.isoformat(timespec="seconds")
     return Status(host=host, running=facts.server.alive, pid=facts.server.pid if facts.server.alive else None,
                   port=jupyter_config.stored_port(facts.config), variant=variant,
-                  url=url_for(facts.config, address) if facts.server.alive else None, since=since,
+                  url=url_for(facts.config, address, local_port=local_port) if facts.server.alive else None,
+                  since=since,
                   stale_pid=facts.server.pid if not facts.server.alive else None)
 
 
@@ -70,9 +71,10 @@ def status_lines(st: Status) -> list[str]:
     return ["not running"]
 
 
-def url_or_why(facts: HostFacts, address: str) -> str:
-    """The URL to open; a LabhopError (exit 1) when there is no server to open, naming the URL it had."""
-    found = url_for(facts.config, address)
+def url_or_why(facts: HostFacts, address: str, *, local_port: Optional[int] = None) -> str:
+    """The URL to open; a LabhopError (exit 1) when there is no server to open, naming the URL it had.
+    ``local_port``: an open tunnel's port here, when it is not the server's."""
+    found = url_for(facts.config, address, local_port=local_port)
     if not found:
         raise LabhopError(f"no server configured here yet: run `{PROGRAM} serve` first")
     if not facts.server.alive:

@@ -24,6 +24,7 @@ from .job import (Endpoint, JobRecord, Query, SlurmLayout, choose_variant, finge
 from .options import SlurmRequest
 from .queue import GONE, UNKNOWN, JobState, describe
 from ..invocation import PROGRAM
+from ..tunnel.records import tunnel_port
 
 
 def query(c: Any, python: str, prefix: str, job: Optional[JobRecord] = None) -> Query:
@@ -357,7 +358,7 @@ def status(s: Any) -> Optional[dict[str, Any]]:
         return None
     record, state = q.record, q.state
     endpoint = q.serving
-    url = _url(q.config or "", endpoint) if endpoint else None
+    url = _url(q.config or "", endpoint, tunnel_port(s.target.name)) if endpoint else None
     s.report.say(f"slurm: job {record.id} {describe(state, now=q.now)}")
     if endpoint:
         s.report.say(f"slurm: JupyterLab on {endpoint.node} at {endpoint.host}:{endpoint.port}")
@@ -415,4 +416,4 @@ def url(s: Any) -> str:
         state = describe(q.state, now=q.now) if q.state else "no job"
         raise LabhopError(f"no Slurm job serves here ({state}): "
                           f"`{PROGRAM} -H {s.target.name} serve --slurm` starts one")
-    return _url(q.config or "", q.serving)
+    return _url(q.config or "", q.serving, tunnel_port(s.target.name))

@@ -111,6 +111,15 @@ def read_records(host: Optional[str] = None) -> list[Record]:
     return records
 
 
+def tunnel_port(host: str) -> Optional[int]:
+    """The local port of the tunnel open to ``host``'s JupyterLab, if one runs: the URL to open here
+    uses it (it differs from the server's port when that one was busy here, or with --local-port)."""
+    for record in read_records(host):
+        if record.kind == TUNNEL and record.local_port and is_alive(record):
+            return record.local_port
+    return None
+
+
 def is_alive(record: Record) -> bool:
     """The recorded process still runs, and it is the same process (not a reused pid)."""
     return is_running(record.pid, record.proc_start)

@@ -315,6 +315,9 @@ def test_busy_local_port_takes_the_next_free_one_and_says_so(scene: Scene) -> No
             assert got != wanted
             assert f"local port {wanted} is busy here: using {got}" in out
             assert http_status(url_in(out).replace("/lab?", "/api/status?")) == 200
+            # what `url` and `status` give is what opens here: the tunnel's port, not the server's
+            assert scene.fab("url").ok().stdout.strip() == url_in(out)
+            assert f"open: {url_in(out)}" in scene.fab("status").ok().stdout
         finally:
             scene.fab("tunnel", "--close").ok()
         # A port the user named is theirs: busy is an error, not a silent substitute.
