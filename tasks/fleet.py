@@ -73,6 +73,8 @@ def parallel_limit(config: Any, environ: Optional[dict[str, str]] = None) -> int
 
 
 class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
+    _cloning = threading.Lock()  # the run's config is copied for one host at a time
+
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
         try:
             names = expand_hosts(list(hosts or []), current_inventory())
@@ -150,7 +152,7 @@ class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
             jobs.append((index, call))
         if len(jobs) <= 1 and not several:  # one host: run as Fabric would, in this thread, unprefixed
             for index, call in jobs:
-                results[index] = self._make_and_run(call, prefixed=False)
+                results[index] = self._make_and_run(call, prefixed=False, own_config=False)
             return [r for r in results if r is not None]
 
         out, err = sys.stdout, sys.stderr
@@ -184,11 +186,11 @@ class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
             sys.stdout, sys.stderr = out, err
         return [r for r in results if r is not None]
 
-    def _make_and_run(self, call: Any, *, prefixed: bool) -> HostResult:
+    def _make_and_run(self, call: Any, *, prefixed: bool, own_config: bool = True) -> HostResult:
         # Made by the worker that runs it, so one host's Connection (ssh_config lookups, a config
         # clone per jump host: ~10 ms of CPU) does not hold back the hosts already at work.
         try:  # a Connection is only described here; connecting happens in the task
-            context = call.make_context(self.config)
+            context = call.make_context(self._config_for_one_host() if own_config else self.config)
         except Exception as exc:  # e.g. a malformed host string
             host = _host_of(call)
             bad = failed(host, _name(call), f"bad host {host!r}: {exc}", 2)
@@ -196,6 +198,14 @@ class FleetExecutor(Executor):  # type: ignore[misc]  # Fabric ships no types
                   file=sys.stderr, flush=True)
             return bad
         return self._run_call(call, context, prefixed=prefixed)
+
+    def _config_for_one_host(self) -> Any:
+        """A copy of the run's config for one host's Connection. Fabric writes the host's ssh_config
+        IdentityFile into the config it is given (``resolve_connect_kwargs``): on the one shared
+        config, each host offered every earlier host's keys too (past sshd's MaxAuthTries with
+        per-host keys), and a write rebuilds the config while other hosts' threads read it."""
+        with self._cloning:
+            return self.config.clone()
 
     def _run_call(self, call: Any, context: Any, *, prefixed: bool) -> HostResult:
         host, name = _host_of(call), _name(call)

@@ -239,3 +239,28 @@ def test_making_contexts_does_not_reparse_the_ssh_config(monkeypatch, tmp_path, 
     assert "blocks on 6 host(s): all ok" in capsys.readouterr().out
     one_file = 1 + 7  # paramiko's implicit leading "Host *" block, then the file's 7
     assert seen == [one_file] * 6
+
+
+def test_each_host_offers_only_its_own_keys(monkeypatch, tmp_path, capsys) -> None:
+    """Fabric writes a host's ssh_config IdentityFile into the config its Connection was given;
+    with one config for the whole fleet, the sixth host offered the five keys before its own."""
+    hosts = [f"h{i}" for i in range(1, 7)]
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("".join(f"Host {h}\n    HostName 192.0.2.{i}\n    IdentityFile /keys/{h}\n"
+                                  for i, h in enumerate(hosts, 10)))
+    offered: dict[str, list[str]] = {}
+
+    @task
+    @edge
+    def keys(c):
+        with lock:
+            offered[c.host] = list(c.connect_kwargs.get("key_filename") or [])
+        return applied(c.host, "keys", [], 1)
+
+    monkeypatch.setenv("LABHOP_INVENTORY", str(tmp_path / "inventory.toml"))
+    (tmp_path / "inventory.toml").write_text("")
+    program = Fab(name="Fabric", version=fabric, executor_class=FleetExecutor, config_class=Config,
+                  namespace=Collection(keys))
+    program.run(["fab", "-S", str(ssh_config), "-H", ",".join(hosts), "keys"])
+    assert "keys on 6 host(s): all ok" in capsys.readouterr().out
+    assert offered == {f"192.0.2.{i}": [f"/keys/{h}"] for i, h in enumerate(hosts, 10)}
