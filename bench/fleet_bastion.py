@@ -8,6 +8,7 @@ one host's, not 32 handshakes. Runs alternate (both sides warm: the masters are 
 """
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import sys
@@ -28,11 +29,14 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     # here the 32 targets' sshds and probes share the controller's 2 CPUs, on a real site they do not.
     cpu: dict[str, list[float]] = {"fleet": [], "single": []}
 
+    machine: dict[str, list[float]] = {"fleet": [], "single": []}
+
     def controller_cpu(side: str, run_fab: Callable[[], object]) -> None:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before, busy = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy()
         run_fab()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu[side].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        machine[side].append(machine_busy() - busy)
 
     def fleet() -> None:
         def run_fab() -> None:
@@ -57,7 +61,22 @@ def run(hosts: BenchHosts, runs: int) -> tuple[list[Figure], list[str]]:
     notes.append(f"controller CPU (fab + its ssh clients, medians): {fleet_cpu:.2f}s for {len(names)} hosts vs "
                  f"{single_cpu:.2f}s for 1 ({fleet_cpu / single_cpu:.2f}x; "
                  f"{(fleet_cpu - single_cpu) / max(1, len(names) - 1) * 1000:.0f} ms per extra host)")
+    if machine["fleet"][1:] and machine["fleet"][-1] >= 0:
+        busy = statistics.median(machine["fleet"][1:])
+        notes.append(f"the whole machine's CPU during a {len(names)}-host run (medians, /proc/stat): {busy:.2f}s "
+                     f"busy, the targets' sshds and probes included, on {os.cpu_count()} CPU(s): the wall time "
+                     f"cannot go below {busy / (os.cpu_count() or 1):.2f}s here")
     return [figure], notes
+
+
+def machine_busy() -> float:
+    """Seconds of CPU the whole machine spent busy so far (Linux /proc/stat); -1 elsewhere."""
+    try:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return -1.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
