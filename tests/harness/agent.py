@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sshd import end_process
+
 __all__ = ["Agent", "start_agent"]
 
 
@@ -35,13 +37,7 @@ class Agent:
         return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        end_process(self._proc)
         self.socket.unlink(missing_ok=True)
 
 

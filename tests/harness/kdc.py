@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sshd import SshServer, free_port, start_sshd
+from .sshd import SshServer, end_process, free_port, start_sshd
 
 __all__ = ["Kdc", "kdc_available", "start_kdc", "start_sshd_gssapi", "REALM"]
 
@@ -89,13 +89,8 @@ class Kdc:
             return ""
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        if self._proc is not None:
+            end_process(self._proc)
 
 
 def _write_config(directory: Path, realm: str, port: int) -> None:

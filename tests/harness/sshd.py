@@ -48,7 +48,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
@@ -91,6 +91,17 @@ def make_client_key(workdir: Path, name: str = "client_ed25519") -> Path:
     key = workdir / name
     _keygen(key, "labhop-test-client")
     return key
+
+
+def end_process(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``timeout``; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
 
 
 def free_port(address: str = "127.0.0.1") -> int:

@@ -131,16 +131,10 @@ Match all
         assert direct.returncode == 255
 
 
-def test_hosts_from_an_included_file_are_reached_as_ssh_reaches_them(topology: Topology, make_user,
-                                                                     tmp_path: Path) -> None:
-    """`Include` (paramiko's parser has none): the hosts, their jump, key, known_hosts file and strict
-    checking all live in the included file; the user's main file holds nothing else."""
+def _lab_config(topology: Topology, keys: str, known_hosts: Path) -> str:
+    """``lab-bastion`` (the jump host) and ``lab-target`` behind it; ``keys``: the lines saying how to log in."""
     jump, target = topology.jump, topology.target
-    known = tmp_path / "included_known_hosts"
-    known.write_text(topology.known_hosts.read_text())
-    conf_d = tmp_path / "config.d"
-    conf_d.mkdir()
-    (conf_d / "lab.conf").write_text(f"""
+    return f"""
 Host lab-bastion
     HostName {jump.address}
     Port {jump.port}
@@ -150,13 +144,24 @@ Host lab-target
     ProxyJump lab-bastion
 Host lab-*
     User {target.user}
-    IdentityFile {jump.identity_file}
-    IdentitiesOnly yes
-    UserKnownHostsFile {known}
+{keys}    UserKnownHostsFile {known_hosts}
     StrictHostKeyChecking yes
     BatchMode yes
     ConnectTimeout 5
-""")
+"""
+
+
+def test_hosts_from_an_included_file_are_reached_as_ssh_reaches_them(topology: Topology, make_user,
+                                                                     tmp_path: Path) -> None:
+    """`Include` (paramiko's parser has none): the hosts, their jump, key, known_hosts file and strict
+    checking all live in the included file; the user's main file holds nothing else."""
+    jump, target = topology.jump, topology.target
+    known = tmp_path / "included_known_hosts"
+    known.write_text(topology.known_hosts.read_text())
+    conf_d = tmp_path / "config.d"
+    conf_d.mkdir()
+    (conf_d / "lab.conf").write_text(_lab_config(
+        topology, f"    IdentityFile {jump.identity_file}\n    IdentitiesOnly yes\n", known))
     user = make_user(f"Include {conf_d}/*.conf\n")
     logged_in(user.fab("status", host="lab-target"), "lab-bastion", "lab-target")
     user.fab("logout", host="lab-target").ok()
@@ -353,23 +358,8 @@ Host busy
 # -- keys in an agent -------------------------------------------------------------------------------
 
 def _agent_config(topology: Topology, identity_agent: Optional[Path]) -> str:
-    jump, target = topology.jump, topology.target
     agent = f"    IdentityAgent {identity_agent}\n" if identity_agent else ""
-    return f"""
-Host lab-bastion
-    HostName {jump.address}
-    Port {jump.port}
-Host lab-target
-    HostName {target.address}
-    Port {target.port}
-    ProxyJump lab-bastion
-Host lab-*
-    User {target.user}
-{agent}    UserKnownHostsFile {topology.known_hosts}
-    StrictHostKeyChecking yes
-    BatchMode yes
-    ConnectTimeout 5
-"""
+    return _lab_config(topology, agent, topology.known_hosts)
 
 
 @pytest.mark.parametrize("how", ["IdentityAgent", "SSH_AUTH_SOCK"])
