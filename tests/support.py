@@ -97,6 +97,17 @@ class Workspace:
         return FabResult(list(args), proc.returncode, proc.stdout, proc.stderr)
 
 
+def one_line_refusal(result: FabResult, *words: str) -> str:
+    """Exit 1, no traceback, and the error is a single line on stderr holding each of ``words``."""
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def http_status(url: str, *, timeout: float = 10) -> int:
     import ssl
     import urllib.error

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Workspace, need
+from tests.support import Workspace, need, one_line_refusal
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,6 @@ def workspace(root: Path, config: Path, prefix: str) -> Workspace:
     return ws
 
 
-def one_line_refusal(result, *names: str) -> str:
-    """Exit 1, no traceback, and the error is a single line naming the hop."""
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.harness.sshd import SshServer, known_hosts_name, start_sshd
 from tests.harness.topology import Topology
 from tests.harness.totp import accepted
 from tests.support import FabResult, Workspace, need
+from tests.support import one_line_refusal as refused
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +78,6 @@ def make_user(tmp_path: Path) -> Iterator[Callable[..., User]]:
         user.close()
 
 
-def refused(result: FabResult, *words: str) -> str:
-    """Exit 1, no traceback, one line on stderr that holds ``words``."""
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def logged_in(result: FabResult, *hops: str) -> None:
