@@ -43,6 +43,28 @@ def controller_cache() -> Path:
     return _CACHE[0]
 
 
+_STATE: list[Path] = []
+
+
+def controller_state() -> Path:
+    """XDG_STATE_HOME for this test session's runs that name none: labhop's masters and tunnel records
+    stay out of the real ~/.local/state; the masters still up at the end are closed."""
+    if not _STATE:
+        _STATE.append(Path(tempfile.mkdtemp(prefix="lh-state-")))  # short: control sockets live below it
+        atexit.register(_close_masters_and_remove, _STATE[0])
+    return _STATE[0]
+
+
+def _close_masters_and_remove(state: Path) -> None:
+    from labhop.ssh.master import control_dir
+
+    for sock in control_dir({"XDG_STATE_HOME": str(state)}).glob("*"):
+        if sock.is_socket():
+            subprocess.run(["ssh", "-S", str(sock), "-O", "exit", "x"], capture_output=True, timeout=10,
+                           stdin=subprocess.DEVNULL, check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
+
 @dataclass
 class FabResult:
     args: list[str]
@@ -80,6 +102,8 @@ class Workspace:
         env["PIP_CACHE_DIR"] = str(controller_cache() / "pip")
         if self.home is not None:
             env["HOME"] = str(self.home)
+        else:
+            env["XDG_STATE_HOME"] = str(controller_state())
         env.update(extra or {})
         return env
 
