@@ -34,6 +34,16 @@ def next_event(proc: subprocess.Popen) -> LockEvent:
     return event
 
 
+def assert_still_held(prefix: Path) -> None:
+    """Another run's holder finds the lock taken: it says it waits (and is let go at once)."""
+    waiter = start_holder(prefix)
+    try:
+        assert next_event(waiter).kind == "waiting"
+    finally:
+        waiter.stdin.close()
+        waiter.wait(timeout=5)
+
+
 def test_parse_event_ignores_banners() -> None:
     assert parse_event("Welcome to the cluster") is None
     assert parse_event('locked {"created_prefix": true, "waited": false}') == LockEvent(
@@ -217,12 +227,7 @@ def test_the_holder_probes_once_it_holds_the_lock_and_keeps_holding_it(tmp_path:
         facts = facts_from(event.value)
         assert (facts.prefix, facts.home, facts.python_executable) == (str(prefix), str(tmp_path), sys.executable)
         assert facts.venv_exists is False and facts.port_free is not None
-        waiter = start_holder(prefix)  # still held while the run applies its plan
-        try:
-            assert next_event(waiter).kind == "waiting"
-        finally:
-            waiter.stdin.close()
-            waiter.wait(timeout=5)
+        assert_still_held(prefix)  # still held while the run applies its plan
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=10) == 0
@@ -250,12 +255,7 @@ def test_the_holder_runs_a_query_after_its_probe_in_the_same_command(tmp_path: P
         assert event.kind == "query"
         answer = parse_answer(event.value)
         assert answer.dir_exists and answer.sbatch is None and answer.record is None
-        waiter = start_holder(prefix)  # still held after both
-        try:
-            assert next_event(waiter).kind == "waiting"
-        finally:
-            waiter.stdin.close()
-            waiter.wait(timeout=5)
+        assert_still_held(prefix)  # still held after both
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=10) == 0
