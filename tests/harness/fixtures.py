@@ -7,11 +7,19 @@
   ``ssh -F server.ssh_config target`` or ``fab -S ... -H target``).
 * ``topology`` (session): a :class:`~tests.harness.topology.Topology`
   (laptop -> jump -> target, network namespaces when root).
+* ``no_leftover_control_dirs`` (session, autouse): the short control-socket directories labhop makes
+  under the temp dir for the tests' deep state dirs are removed at the end when no socket is left in them.
 * ``slurm_cluster`` (module): a :class:`~tests.harness.slurm.SlurmCluster` on the topology:
   slurmctld on the target (the login node), slurmd on ``node1`` behind it.
 """
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -20,7 +28,19 @@ from .sshd import SshServer, start_sshd, write_ssh_config
 from .slurm import SlurmCluster, slurm_available, start_slurm
 from .topology import Topology, build_topology
 
-__all__ = ["sshd_server", "topology", "slurm_cluster"]
+__all__ = ["sshd_server", "topology", "slurm_cluster", "no_leftover_control_dirs"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_control_dirs() -> Iterator[None]:
+    # tasks/ssh/master.control_dir: labhop-UID-HASH under the temp dir, one per state dir too deep for a socket path
+    pattern = os.path.join(tempfile.gettempdir(), f"labhop-{os.getuid()}-*")
+    before = set(glob.glob(pattern))
+    yield
+    for made in set(glob.glob(pattern)) - before:
+        entries = list(Path(made).iterdir()) if os.path.isdir(made) else []
+        if not any(stat.S_ISSOCK(entry.lstat().st_mode) for entry in entries):
+            shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
